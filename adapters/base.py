@@ -1,0 +1,105 @@
+"""The small interface every backend adapter implements. Imports no framework."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Optional
+
+import numpy as np
+
+from unified.context import RunContext
+from unified.errors import NotSupportedError
+
+# feature name -> (does the spec ask for it?, how to say it). A backend lists what it supports in
+# ``features``; what the spec asks for but the backend lacks is refused before training starts.
+FEATURE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "precision:bf16-mixed": (lambda s: s.trainer.precision == "bf16-mixed", "trainer.precision: 'bf16-mixed'"),
+    "precision:16-mixed": (lambda s: s.trainer.precision == "16-mixed", "trainer.precision: '16-mixed'"),
+    "accumulation": (lambda s: s.trainer.accumulate_grad_batches > 1, "trainer.accumulate_grad_batches > 1"),
+    "gradient_clipping": (lambda s: s.trainer.gradient_clip_norm is not None, "trainer.gradient_clip_norm"),
+    "distributed": (lambda s: s.trainer.devices > 1 or s.trainer.num_nodes > 1 or s.trainer.strategy == "ddp",
+                    "trainer.devices/num_nodes > 1 or strategy: ddp"),
+    "scheduler": (lambda s: s.scheduler is not None, "scheduler"),
+    "logger:tensorboard": (lambda s: "tensorboard" in s.logging.loggers, "logging.loggers: tensorboard"),
+    "logger:mlflow": (lambda s: "mlflow" in s.logging.loggers, "logging.loggers: mlflow"),
+    "export:onnx": (lambda s: "onnx" in s.export.formats, "export.formats: onnx"),
+    "export:torchscript": (lambda s: "torchscript" in s.export.formats, "export.formats: torchscript"),
+    "export:savedmodel": (lambda s: "savedmodel" in s.export.formats, "export.formats: savedmodel"),
+    "export:keras": (lambda s: "keras" in s.export.formats, "export.formats: keras"),
+    "export:tflite": (lambda s: "tflite" in s.export.formats, "export.formats: tflite"),
+}
+
+# What every adapter must provide (the conformance suite checks each).
+CORE_FEATURES = frozenset({
+    "precision:32", "csv", "callbacks", "early_stopping", "model_checkpoint", "max_steps",
+    "custom_metric", "custom_model", "numpy_data", "progress_bar",
+})
+
+
+class BackendAdapter(ABC):
+    """One training backend. Built per run from a :class:`RunContext`.
+
+    The adapter builds the native model, loss, optimizer and data pipeline, runs the native trainer,
+    and calls ``ctx.events`` from native hook points so the facade can log and run callbacks.
+    """
+
+    name: ClassVar[str]
+    packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into summary.json
+    features: ClassVar[frozenset[str]] = CORE_FEATURES
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        out = {}
+        for pkg in cls.packages:
+            try:
+                out[pkg] = importlib.metadata.version(pkg)
+            except importlib.metadata.PackageNotFoundError:
+                out[pkg] = "not installed"
+        return out
+
+    @classmethod
+    def unsupported(cls, spec: Any) -> list[str]:
+        """What ``spec`` asks for that this backend cannot do (empty when it can run it)."""
+        return [desc for feat, (asks, desc) in FEATURE_CHECKS.items() if asks(spec) and feat not in cls.features]
+
+    @classmethod
+    def check_spec(cls, spec: Any) -> None:
+        """Raise NotSupportedError, before anything runs, naming what the backend cannot do."""
+        missing = cls.unsupported(spec)
+        if missing:
+            raise NotSupportedError(
+                f"backend {cls.name!r} does not support {'; '.join(missing)} yet "
+                f"(see `unified backends` for what each backend supports)"
+            )
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    def fit(self) -> None:
+        """Train with the native trainer, calling ``self.ctx.events`` at the native hook points."""
+
+    @abstractmethod
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Evaluate on ``split`` (``val`` / ``test``) and return ``{"<split>/loss": ..., "<split>/<metric>": ...}``."""
+
+    @abstractmethod
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Raw model outputs for already-transformed features ``x`` (float32, 2-D)."""
+
+    @abstractmethod
+    def save_checkpoint(self, path: str) -> None:
+        """Write the native checkpoint (model, optimizer, counters) to ``path``."""
+
+    @abstractmethod
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The model's weights as numpy arrays, PyTorch names and layout."""
+
+    @abstractmethod
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load weights produced by :meth:`get_weights`."""
+
+    def native_model(self) -> Optional[Any]:
+        """The trained native model object (``torch.nn.Module``, ``keras.Model``)."""
+        return None

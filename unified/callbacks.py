@@ -1,0 +1,334 @@
+"""Callbacks: the :class:`Callback` base with a no-op method per hook, the :class:`TrainState` every
+hook sees, and the built-ins. Adapters call these hooks from the native mechanism (a Lightning
+``Callback``, Ignite event handlers, a Keras ``Callback``), so they fire at the same points everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+import numpy as np
+
+from unified.files import atomic_write
+
+
+class Controller(Protocol):
+    """What the running adapter offers to callbacks (implemented by every adapter)."""
+
+    def save_checkpoint(self, path: str) -> None: ...
+    def get_weights(self) -> dict[str, np.ndarray]: ...
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None: ...
+
+
+@dataclass
+class TrainState:
+    """What callbacks see: counters, the latest value of every logged key, and the stop flag.
+
+    Attributes:
+        epoch: the current epoch, counting from 1 (0 before the first epoch starts).
+        global_step: optimizer steps taken so far.
+        batch_idx: index of the last training batch within the epoch.
+        metrics: the latest value of every logged key (``train/loss``, ``val/accuracy``, ...).
+        should_stop: set it (or call :meth:`request_stop`) to end training after the current epoch.
+        status: ``running``, then ``completed``, ``stopped_early``, ``interrupted`` or ``failed``.
+        run_dir: the run directory.
+    """
+
+    backend: str
+    run_dir: Path
+    max_epochs: int
+    max_steps: Optional[int]
+    steps_per_epoch: Optional[int]
+    epoch: int = 0
+    global_step: int = 0
+    batch_idx: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    should_stop: bool = False
+    stop_reason: Optional[str] = None
+    status: str = "running"
+    best: Optional[dict[str, Any]] = None
+    _loss: Any = field(default=None, repr=False)
+    _controller: Optional[Controller] = field(default=None, repr=False)
+    _dispatcher: Any = field(default=None, repr=False)
+
+    @property
+    def last_loss(self) -> float:
+        """The training loss of the last batch (a host sync: read it only when you need it)."""
+        return float(self._loss) if self._loss is not None else math.nan
+
+    def request_stop(self, reason: str, status: str = "stopped_early") -> None:
+        """Stop at the end of the current epoch (or batch, where the backend allows)."""
+        if not self.should_stop:
+            self.should_stop = True
+            self.stop_reason = reason
+            self.status = status
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Save the backend's native checkpoint (model, optimizer, counters) atomically at ``path``."""
+        assert self._controller is not None, "no running backend"
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, self._controller.save_checkpoint)
+
+    def save_weights(self, path: str | os.PathLike[str]) -> None:
+        """Save portable weights (``.npz``, PyTorch names and layout) atomically at ``path``."""
+        weights = self.get_weights()
+
+        def _write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **weights)
+
+        atomic_write(path, _write)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The model's weights as numpy arrays, keyed like a PyTorch ``state_dict``."""
+        assert self._controller is not None, "no running backend"
+        return self._controller.get_weights()
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load weights produced by :meth:`get_weights` into the running model."""
+        assert self._controller is not None, "no running backend"
+        self._controller.set_weights(weights)
+
+
+class Callback:
+    """Base class for callbacks; override the hooks you need (all are no-ops here).
+
+    Hooks run at the same points on every backend. A hook that is not overridden costs nothing: the
+    facade only calls the hooks a callback defines.
+    """
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """Called once, before the first training batch."""
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        """Called at the start of every training epoch (``state.epoch`` already advanced)."""
+
+    def on_train_batch_end(self, state: TrainState) -> None:
+        """Called after every training batch (``state.global_step``, ``state.last_loss``)."""
+
+    def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:
+        """Called after validation with the epoch's ``val/*`` values (also in ``state.metrics``)."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """Called at the end of every epoch, after validation and logging."""
+
+    def on_checkpoint_saved(self, state: TrainState, path: Path) -> None:
+        """Called after a checkpoint file was written."""
+
+    def on_fit_end(self, state: TrainState) -> None:
+        """Called once when training ends, whatever the status."""
+
+    def on_exception(self, state: TrainState, error: BaseException) -> None:
+        """Called when training raises (including KeyboardInterrupt) before the error propagates."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to keep in checkpoints (counters, best scores)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+HOOKS = tuple(n for n in vars(Callback) if n.startswith("on_"))
+
+
+def _better(mode: str, value: float, best: Optional[float], min_delta: float = 0.0) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    Args:
+        monitor: a logged key, e.g. ``val/loss`` or ``val/accuracy``.
+        mode: ``min`` or ``max``.
+        patience: epochs without improvement before stopping.
+        min_delta: the smallest change that counts as an improvement.
+        restore_best_weights: load the best epoch's weights when stopping.
+    """
+
+    def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3, min_delta: float = 0.0,
+                 restore_best_weights: bool = False) -> None:
+        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.min_delta, self.restore_best_weights = min_delta, restore_best_weights
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.wait = 0
+        self.stopped_epoch: Optional[int] = None
+        self._best_weights: Optional[dict[str, np.ndarray]] = None
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        value = state.metrics.get(self.monitor)
+        if value is None:
+            return
+        if _better(self.mode, value, self.best, self.min_delta):
+            self.best, self.best_epoch, self.wait = float(value), state.epoch, 0
+            if self.restore_best_weights:
+                self._best_weights = state.get_weights()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = state.epoch
+            state.request_stop(
+                f"early stopping: {self.monitor} did not improve for {self.wait} epoch(s) "
+                f"(best {self.best:.6g} at epoch {self.best_epoch})"
+            )
+            if self.restore_best_weights and self._best_weights is not None:
+                state.set_weights(self._best_weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+
+
+def _slug(key: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", key)
+
+
+class ModelCheckpoint(Callback):
+    """Keep the ``save_top_k`` best checkpoints by ``monitor`` plus ``last``.
+
+    Files in ``dirpath`` (default ``<run_dir>/checkpoints``): ``last.ckpt`` / ``last.npz``,
+    ``best.ckpt`` / ``best.npz`` and, for ``save_top_k > 1`` or ``-1`` (all),
+    ``epoch=<E>-<monitor>=<value>.ckpt``. ``.ckpt`` is the backend's native checkpoint; ``.npz`` holds
+    portable weights that any backend loads.
+    """
+
+    def __init__(self, monitor: str = "val/loss", mode: str = "min", save_top_k: int = 1, save_last: bool = True,
+                 every_n_epochs: int = 1, dirpath: Optional[str] = None) -> None:
+        self.monitor, self.mode, self.save_top_k = monitor, mode, save_top_k
+        self.save_last, self.every_n_epochs, self.dirpath = save_last, every_n_epochs, dirpath
+        self.best_value: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.best_path: Optional[str] = None
+        self.kept: list[tuple[float, int, str]] = []  # (value, epoch, path) of the top-k files
+
+    def _dir(self, state: TrainState) -> Path:
+        return Path(self.dirpath) if self.dirpath else state.run_dir / "checkpoints"
+
+    def _save(self, state: TrainState, stem: str) -> Path:
+        d = self._dir(state)
+        path = d / f"{stem}.ckpt"
+        state.save_checkpoint(path)
+        state.save_weights(d / f"{stem}.npz")
+        return path
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch % self.every_n_epochs != 0 and not state.should_stop:
+            return
+        saved: list[Path] = []
+        value = state.metrics.get(self.monitor)
+        if self.save_top_k != 0 and value is not None and _better(self.mode, value, self.best_value):
+            self.best_value, self.best_epoch = float(value), state.epoch
+            saved.append(self._save(state, "best"))
+            self.best_path = str(saved[-1])
+        if self.save_top_k not in (0, 1) and value is not None and not math.isnan(value):
+            stem = f"epoch={state.epoch:03d}-{_slug(self.monitor)}={value:.4f}"
+            worst_first = sorted(self.kept, key=lambda t: t[0], reverse=self.mode == "min")
+            if self.save_top_k == -1 or len(self.kept) < self.save_top_k or _better(self.mode, value, worst_first[0][0]):
+                path = self._dir(state) / f"{stem}.ckpt"
+                state.save_checkpoint(path)
+                saved.append(path)
+                self.kept.append((float(value), state.epoch, str(path)))
+                if self.save_top_k != -1 and len(self.kept) > self.save_top_k:
+                    drop = sorted(self.kept, key=lambda t: t[0], reverse=self.mode == "min")[0]
+                    self.kept.remove(drop)
+                    Path(drop[2]).unlink(missing_ok=True)
+        if self.save_last:
+            saved.append(self._save(state, "last"))
+        for path in saved:
+            _notify_saved(state, path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "best_path": self.best_path,
+                "kept": [list(k) for k in self.kept]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.best_path = state["best_path"]
+        self.kept = [tuple(k) for k in state["kept"]]  # type: ignore[misc]
+
+
+def _notify_saved(state: TrainState, path: Path) -> None:
+    dispatcher = getattr(state, "_dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.checkpoint_saved(path)
+
+
+class LearningRateMonitor(Callback):
+    """Record the learning rate of every epoch in ``history`` (``lr`` is logged in any case)."""
+
+    def __init__(self) -> None:
+        self.history: list[tuple[int, float]] = []
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if "lr" in state.metrics:
+            self.history.append((state.epoch, state.metrics["lr"]))
+
+
+class TerminateOnNan(Callback):
+    """Stop with status ``failed`` as soon as the training loss is NaN or infinite (a sync per step)."""
+
+    def on_train_batch_end(self, state: TrainState) -> None:
+        loss = state.last_loss
+        if not math.isfinite(loss):
+            state.request_stop(f"loss is {loss} at step {state.global_step}", status="failed")
+
+
+class Timer(Callback):
+    """Stop once ``max_time`` seconds of training have passed."""
+
+    def __init__(self, max_time: float) -> None:
+        self.max_time = max_time
+        self._start = 0.0
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, state: TrainState) -> None:
+        if time.perf_counter() - self._start >= self.max_time:
+            state.request_stop(f"timer: max_time {self.max_time}s reached", status="stopped_early")
+
+
+def build_callbacks(spec: Any, base_dir: Optional[str] = None) -> list[Callback]:
+    """The callbacks the spec's ``callbacks:`` list names, in order."""
+    from unified.errors import SpecError
+    from unified.models import import_target
+
+    out: list[Callback] = []
+    for i, entry in enumerate(spec.callbacks):
+        kind, cfg = entry.kind, entry.config
+        if kind == "early_stopping":
+            out.append(EarlyStopping(**cfg.model_dump()))
+        elif kind == "model_checkpoint":
+            out.append(ModelCheckpoint(**cfg.model_dump()))
+        elif kind == "lr_monitor":
+            out.append(LearningRateMonitor())
+        elif kind == "terminate_on_nan":
+            out.append(TerminateOnNan())
+        elif kind == "timer":
+            out.append(Timer(cfg.max_time))
+        elif kind == "python":
+            cls = import_target(cfg.target, f"callbacks[{i}].python.target", base_dir)
+            try:
+                cb = cls(**cfg.kwargs)
+            except TypeError as e:
+                raise SpecError(f"cannot construct {cfg.target}: {e}", path=f"callbacks[{i}].python.kwargs") from None
+            if not isinstance(cb, Callback):
+                raise SpecError(f"{cfg.target} is not a unified.callbacks.Callback subclass",
+                                path=f"callbacks[{i}].python.target")
+            out.append(cb)
+    return out

@@ -1,0 +1,48 @@
+"""Error classes. Each subclasses the built-in a user would expect to catch."""
+
+from __future__ import annotations
+
+
+class UnifiedError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class SpecError(UnifiedError, ValueError):
+    """The experiment spec (or an argument standing for part of it) is invalid.
+
+    The message names the source file (when there is one), the field path and what was expected,
+    e.g. ``examples/x.yaml: optimizer.lr: must be > 0, got -0.5``.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, source: str | None = None):
+        self.path = path
+        self.source = source
+        self.detail = message
+        text = message
+        if path:
+            text = f"{path}: {text}"
+        if source:
+            text = f"{source}: {text}"
+        super().__init__(text)
+
+    def with_source(self, source: str) -> "SpecError":
+        """Return the same error naming ``source`` (the spec file) in front."""
+        if self.source:
+            return self
+        return SpecError(self.detail, path=self.path, source=source)
+
+
+class DataError(SpecError):
+    """The data named by the spec cannot be read or does not fit the task."""
+
+
+class BackendUnavailableError(UnifiedError, ImportError):
+    """The backend is known but its framework is not installed. The message carries the pip hint."""
+
+
+class NotSupportedError(UnifiedError, NotImplementedError):
+    """The backend (or this version) cannot do what the spec asks; raised before training starts."""
+
+
+class TrainingError(UnifiedError, RuntimeError):
+    """Training itself failed (exit code 1); the run directory is left consistent."""

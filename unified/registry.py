@@ -1,0 +1,101 @@
+"""Backend registry: name -> ``"adapters.<module>:<Class>"`` plus an install hint.
+
+Third-party backends register through the ``unified.backends`` entry-point group with a value
+``"pkg.module:AdapterClass"``. Nothing here imports a framework; ``load_adapter`` imports the
+adapter module, which imports its framework lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+
+from unified.errors import BackendUnavailableError, SpecError
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One registered backend."""
+
+    name: str
+    target: str  # "module:Class"
+    requires: tuple[str, ...]  # top-level modules that must be importable
+    extra: str  # the pip extra that installs it
+
+    @property
+    def install_hint(self) -> str:
+        return f'pip install "unified-trainer[{self.extra}]"'
+
+    def is_installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.requires)
+
+
+BUILTIN_BACKENDS: dict[str, BackendEntry] = {
+    "ignite": BackendEntry("ignite", "adapters.ignite:IgniteAdapter", ("torch", "ignite"), "ignite"),
+    "lightning": BackendEntry(
+        "lightning", "adapters.lightning:LightningAdapter", ("torch", "pytorch_lightning"), "lightning"
+    ),
+}
+
+# Order used when the spec names no backend: the first installed one wins.
+DEFAULT_ORDER = ("ignite", "lightning", "keras")
+
+
+def _entry_point_backends() -> dict[str, BackendEntry]:
+    found: dict[str, BackendEntry] = {}
+    try:
+        eps = importlib.metadata.entry_points(group="unified.backends")
+    except Exception:  # pragma: no cover - broken metadata should not break the registry
+        return found
+    for ep in eps:
+        module = ep.value.split(":", 1)[0]
+        found[ep.name] = BackendEntry(ep.name, ep.value, (module.split(".")[0],), ep.name)
+    return found
+
+
+def available_backends() -> dict[str, BackendEntry]:
+    """Every registered backend, installed or not, built-ins first."""
+    entries = dict(BUILTIN_BACKENDS)
+    for name, entry in _entry_point_backends().items():
+        entries.setdefault(name, entry)
+    return entries
+
+
+def installed_backends() -> list[str]:
+    """Names of the registered backends whose framework is importable here."""
+    return [name for name, entry in available_backends().items() if entry.is_installed()]
+
+
+def get_entry(name: str) -> BackendEntry:
+    """Look a backend up by name; an unknown name lists the available ones."""
+    entries = available_backends()
+    if name not in entries:
+        raise SpecError(f"unknown backend {name!r}; expected one of: {', '.join(sorted(entries))}", path="backend")
+    return entries[name]
+
+
+def default_backend() -> str:
+    """The first installed backend of ``DEFAULT_ORDER`` (then any other installed one)."""
+    installed = installed_backends()
+    for name in DEFAULT_ORDER:
+        if name in installed:
+            return name
+    if installed:
+        return installed[0]
+    hints = "; ".join(f"{e.name}: {e.install_hint}" for e in available_backends().values())
+    raise BackendUnavailableError(f"no training backend is installed ({hints})")
+
+
+def load_adapter(name: str) -> type:
+    """Import and return the adapter class of backend ``name``."""
+    entry = get_entry(name)
+    if not entry.is_installed():
+        missing = [m for m in entry.requires if importlib.util.find_spec(m) is None]
+        raise BackendUnavailableError(
+            f"backend {name!r} needs {', '.join(missing)}, which is not installed: {entry.install_hint}"
+        )
+    module_name, _, attr = entry.target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)

@@ -1,0 +1,344 @@
+"""The :class:`UnifiedTrainer` facade: one spec, any backend."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from unified.callbacks import Callback, EarlyStopping, ModelCheckpoint, TrainState, build_callbacks
+from unified.context import RunContext
+from unified.errors import NotSupportedError, SpecError, TrainingError
+from unified.events import RunEvents
+from unified.files import atomic_write_json
+from unified.logging import CsvLogger, ProgressDisplay, new_run_dir, prepare_run_dir
+from unified.spec import MetricSpec, Spec, check_monitors, load_spec, logged_keys
+
+__version__ = "0.1.0"
+
+
+@dataclass
+class FitResult:
+    """What :meth:`UnifiedTrainer.fit` returns (the same fields as ``summary.json``).
+
+    Attributes:
+        status: ``completed``, ``stopped_early``, ``interrupted`` or ``failed``.
+        metrics: the last value of every logged key, plus ``test/*`` when the spec has a test split.
+        best: ``{"monitor", "value", "epoch"}`` of the monitored key.
+        epochs: epochs run; global_step: optimizer steps taken.
+        run_dir: the run directory.
+        train_time_s: seconds inside the training loop.
+    """
+
+    status: str
+    metrics: dict[str, float]
+    best: Optional[dict[str, Any]]
+    epochs: int
+    global_step: int
+    run_dir: Path
+    train_time_s: float
+    wall_time_s: float
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class _BestTracker(Callback):
+    """Tracks the best value of one monitored key for ``summary.json``'s ``best``."""
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        self.monitor, self.mode = monitor, mode
+        self.value: Optional[float] = None
+        self.epoch: Optional[int] = None
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        v = state.metrics.get(self.monitor)
+        if v is None or math.isnan(v):
+            return
+        if self.value is None or (v < self.value if self.mode == "min" else v > self.value):
+            self.value, self.epoch = float(v), state.epoch
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "value": self.value, "epoch": self.epoch}
+
+
+def _is_arraylike(obj: Any) -> bool:
+    return hasattr(obj, "__array__") or (isinstance(obj, list))
+
+
+class UnifiedTrainer:
+    """Train one experiment spec on any installed backend.
+
+    Args:
+        spec: a :class:`Spec`, a dict, or the path of a YAML/TOML spec file.
+        backend: ``lightning``, ``ignite``, ... (default: the spec's, else the first installed).
+        run_dir: write the run here instead of ``<logging.dir>/<name>/<backend>/<run_id>``.
+        overrides: dotted-key overrides, ``{"trainer.max_epochs": 5}`` or ``["trainer.max_epochs=5"]``.
+        callbacks: extra :class:`~unified.callbacks.Callback` objects, run after the spec's own.
+
+    Example:
+        >>> trainer = UnifiedTrainer("examples/digits.yaml", backend="lightning")
+        >>> result = trainer.fit()
+        >>> result.metrics["val/accuracy"]
+    """
+
+    def __init__(self, spec: Union[Spec, dict, str, os.PathLike], backend: Optional[str] = None, *,
+                 run_dir: Optional[Union[str, os.PathLike]] = None,
+                 overrides: Optional[Union[dict[str, Any], list[str]]] = None,
+                 callbacks: Optional[list[Callback]] = None) -> None:
+        from unified.registry import default_backend, get_entry
+
+        self.spec_source = str(spec) if isinstance(spec, (str, os.PathLike)) else None
+        self.base_dir = str(Path(self.spec_source).resolve().parent) if self.spec_source else None
+        spec_obj = load_spec(spec, overrides)
+        name = backend or spec_obj.backend or default_backend()
+        get_entry(name)  # unknown names list the available ones
+        self.backend = name
+        self.spec = spec_obj.resolved(backend=name)
+        self.extra_callbacks = list(callbacks or [])
+        for cb in self.extra_callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks: expected unified.callbacks.Callback objects, got {type(cb).__name__}")
+        self._adapter: Any = None
+        self._ctx: Optional[RunContext] = None
+        self.run_dir: Optional[Path] = Path(run_dir) if run_dir is not None else None
+        self.result: Optional[FitResult] = None
+
+    # -- public API -----------------------------------------------------------------------------------
+    def fit(self, model: Any = None, data: Any = None) -> FitResult:
+        """Train. Model and data come from the spec unless given here.
+
+        Args:
+            model: the user's own native model (a ``torch.nn.Module`` for the torch backends). Its
+                initial weights are the user's; the built-in models' come from the seed.
+            data: ``(x, y)`` arrays (split into train/val by the spec), ``((x, y), (x_val, y_val))``,
+                ``{"train": (x, y), "val": (x, y), "test": (x, y)}``, or native loaders:
+                a train loader, or ``(train_loader, val_loader)``.
+
+        Returns:
+            FitResult with the status, the last metrics, the best monitored value and the run directory.
+
+        Raises:
+            SpecError: bad spec or inputs (nothing is trained; no run directory is left behind).
+            NotSupportedError: the backend cannot do what the spec asks.
+            TrainingError: training failed; ``summary.json`` says ``status: failed``.
+            KeyboardInterrupt: after ``summary.json`` was written with ``status: interrupted``.
+        """
+        from unified.data import load_dataset
+        from unified.metrics import build_metrics
+        from unified.models import build_plan, import_target
+        from unified.registry import load_adapter
+
+        wall_start = time.perf_counter()
+        spec = self.spec
+        adapter_cls = load_adapter(self.backend)
+        adapter_cls.check_spec(spec)
+
+        dataset, loaders = (load_dataset(spec, self.base_dir), {}) if data is None else self._user_data(data)
+        num_classes = dataset.num_classes if dataset is not None else None
+        metrics = build_metrics(spec, num_classes)
+        names = [m.name for m in metrics]
+        if any(isinstance(m, MetricSpec) for m in spec.resolved_metrics()):
+            check_monitors(spec, names)
+        plan = None
+        if model is None:
+            if dataset is None:
+                raise SpecError("fit(data=<loaders>) needs fit(model=...) too: the built-in models need the "
+                                "feature count, which native loaders do not tell", path="model")
+            if spec.model.arch is not None:
+                plan = build_plan(spec, dataset.in_features, dataset.out_features)
+            else:
+                import_target(spec.model.factory, "model.factory", self.base_dir)
+        callbacks = build_callbacks(spec, self.base_dir) + self.extra_callbacks
+        tracker = self._best_tracker(callbacks)
+
+        created = self.run_dir is None
+        run_dir = new_run_dir(spec.logging.dir, spec.name, self.backend) if created else prepare_run_dir(self.run_dir)
+        self.run_dir = run_dir
+        try:
+            spec.save(run_dir / "spec.yaml")
+            if dataset is not None and dataset.classes is not None:
+                atomic_write_json(run_dir / "classes.json", dataset.classes)
+            steps_per_epoch = dataset.steps_per_epoch() if dataset is not None else _len_or_none(loaders.get("train"))
+            state = TrainState(backend=self.backend, run_dir=run_dir, max_epochs=spec.trainer.max_epochs,
+                               max_steps=spec.trainer.max_steps, steps_per_epoch=steps_per_epoch)
+            csv = CsvLogger(run_dir / "metrics.csv", logged_keys(spec, names))
+            total = spec.trainer.max_steps or (steps_per_epoch * spec.trainer.max_epochs if steps_per_epoch else None)
+            shown = ("train/loss", "val/loss", *(f"val/{n}" for n in names[:2]))
+            progress = ProgressDisplay(total, spec.trainer.max_epochs, keys=shown) if spec.trainer.progress_bar else None
+            events = RunEvents(state, callbacks + [tracker], csv, progress, spec.trainer.log_every_n_steps)
+            ctx = RunContext(spec=spec, backend=self.backend, run_dir=run_dir, events=events, metrics=metrics,
+                             dataset=dataset, plan=plan, user_model=model, user_loaders=loaders)
+            self._ctx = ctx
+            self._write_summary(state, tracker, adapter_cls, 0.0, time.perf_counter() - wall_start, {})
+            adapter = adapter_cls(ctx)
+        except (SpecError, NotSupportedError):
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        self._adapter = adapter
+        error: Optional[BaseException] = None
+        try:
+            adapter.fit()
+        except KeyboardInterrupt as e:
+            state.status, error = "interrupted", e
+        except BaseException as e:  # noqa: BLE001 - recorded in summary.json, then re-raised
+            state.status, error = "failed", e
+        finally:
+            csv.close()
+            if progress:
+                progress.close()
+        if error is None:
+            if state.status == "running":
+                state.status = "completed"
+            if dataset is not None and dataset.test is not None:
+                test = adapter.evaluate("test")
+                state.metrics.update(test)
+        summary = self._write_summary(state, tracker, adapter_cls, events.train_time_s,
+                                      time.perf_counter() - wall_start, {"error": _one_line(error)} if error else {})
+        self.result = FitResult(status=state.status, metrics=dict(state.metrics), best=summary["best"],
+                                epochs=state.epoch, global_step=state.global_step, run_dir=run_dir,
+                                train_time_s=events.train_time_s, wall_time_s=summary["wall_time_s"],
+                                summary=summary)
+        if error is not None:
+            if isinstance(error, (KeyboardInterrupt, SpecError, NotSupportedError)):
+                raise error
+            raise TrainingError(f"training failed: {_one_line(error)} (run directory: {run_dir})") from error
+        if state.status == "failed":
+            raise TrainingError(f"training failed: {state.stop_reason} (run directory: {run_dir})")
+        return self.result
+
+    def evaluate(self, split: str = "val", data: Any = None) -> dict[str, float]:
+        """Evaluate the trained model on ``split`` (``val`` or ``test``) or on ``data=(x, y)`` (raw features).
+
+        Returns:
+            ``{"<split>/loss": ..., "<split>/<metric>": ...}`` computed by ``unified.metrics``.
+        """
+        adapter, ctx = self._require_fit()
+        if split not in ("val", "test"):
+            raise SpecError(f"evaluate(split=...): expected 'val' or 'test', got {split!r}")
+        if data is None:
+            return adapter.evaluate(split)
+        from unified.data import Split
+
+        if ctx.dataset is None:
+            raise SpecError("evaluate(data=...) needs the model to have been trained on arrays or spec data")
+        x, y = data
+        custom = Split(x=ctx.dataset.transform(x), y=ctx.dataset.encode_targets(y))
+        saved = ctx.dataset
+        ctx.dataset = dataclasses.replace(saved, **{split: custom})
+        try:
+            return adapter.evaluate(split)
+        finally:
+            ctx.dataset = saved
+
+    def predict(self, x: Any) -> Any:
+        """Raw model outputs (logits for classification) for raw features ``x``, as a numpy array.
+
+        The spec's preprocessing (standardization) is applied to ``x`` first.
+        """
+        adapter, ctx = self._require_fit()
+        xt = ctx.dataset.transform(x) if ctx.dataset is not None else x
+        return adapter.predict(xt)
+
+    def predict_labels(self, x: Any) -> list:
+        """Predicted class labels (original label values) for raw features ``x``."""
+        import numpy as np
+
+        adapter, ctx = self._require_fit()
+        out = self.predict(x)
+        if self.spec.task == "regression":
+            raise SpecError("predict_labels: task is regression; use predict()")
+        idx = (out.reshape(len(out), -1)[:, 0] > 0).astype(np.int64) if self.spec.task == "binary" else out.argmax(-1)
+        return ctx.dataset.decode(idx) if ctx.dataset is not None else idx.tolist()
+
+    def export(self, formats: Union[str, list[str]] = "onnx") -> None:
+        """Export the trained model (not implemented yet)."""
+        raise NotSupportedError("export is not supported yet")
+
+    @property
+    def model(self) -> Any:
+        """The trained native model (``torch.nn.Module`` on the torch backends)."""
+        adapter, _ = self._require_fit()
+        return adapter.native_model()
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _require_fit(self) -> tuple[Any, RunContext]:
+        if self._adapter is None or self._ctx is None:
+            raise RuntimeError("call fit() first")
+        return self._adapter, self._ctx
+
+    def _user_data(self, data: Any) -> tuple[Any, dict[str, Any]]:
+        from unified.data import dataset_from_arrays
+
+        spec = self.spec
+        if isinstance(data, dict):
+            if "train" not in data:
+                raise SpecError(f"fit(data={{...}}): expected keys train[, val, test], got {sorted(data)}")
+            tx, ty = data["train"]
+            return dataset_from_arrays(tx, ty, spec, val=data.get("val"), test=data.get("test")), {}
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            a, b = data
+            if _is_arraylike(a) and _is_arraylike(b):
+                return dataset_from_arrays(a, b, spec), {}
+            if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+                return dataset_from_arrays(a[0], a[1], spec, val=b), {}
+            return None, {"train": a, "val": b}
+        if hasattr(data, "__iter__"):
+            return None, {"train": data, "val": None}
+        raise SpecError(f"fit(data=...): expected (x, y) arrays, a dict of splits or native loaders, "
+                        f"got {type(data).__name__}")
+
+    def _best_tracker(self, callbacks: list[Callback]) -> _BestTracker:
+        for cls in (ModelCheckpoint, EarlyStopping):
+            for cb in callbacks:
+                if isinstance(cb, cls):
+                    return _BestTracker(cb.monitor, cb.mode)
+        return _BestTracker("val/loss", "min")
+
+    def _write_summary(self, state: TrainState, tracker: _BestTracker, adapter_cls: Any, train_time: float,
+                       wall_time: float, extra: dict[str, Any]) -> dict[str, Any]:
+        import numpy
+
+        assert self.run_dir is not None
+        summary = {
+            "backend": self.backend,
+            "keras_backend": self.spec.keras_backend if self.backend == "keras" else None,
+            "status": state.status,
+            "stop_reason": state.stop_reason,
+            "epochs": state.epoch,
+            "global_step": state.global_step,
+            "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in state.metrics.items()},
+            "best": tracker.as_dict(),
+            "train_time_s": round(train_time, 6),
+            "wall_time_s": round(wall_time, 6),
+            "world_size": 1,
+            "seed": self.spec.seed,
+            "run_dir": str(self.run_dir),
+            "versions": {"python": platform.python_version(), "unified-trainer": __version__,
+                         "numpy": numpy.__version__, **adapter_cls.versions()},
+            **extra,
+        }
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def _len_or_none(obj: Any) -> Optional[int]:
+    try:
+        return len(obj)
+    except TypeError:
+        return None
+
+
+def _one_line(error: Optional[BaseException]) -> str:
+    if error is None:
+        return ""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+__all__ = ["UnifiedTrainer", "FitResult"]
