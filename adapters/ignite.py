@@ -75,7 +75,7 @@ class IgniteAdapter(tc.TorchAdapter):
             it = engine.state.iteration
             length = engine.state.epoch_length or it
             events.train_batch_end(engine.state.output, it, (it - 1) % length)
-            if max_steps is not None and it >= max_steps:
+            if events.state.should_stop or (max_steps is not None and it >= max_steps):
                 engine.terminate_epoch()  # EPOCH_COMPLETED still fires: the partial epoch is validated
 
         def on_epoch_completed(engine: Engine) -> None:

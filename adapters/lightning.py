@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import warnings
 from typing import Any
 
@@ -121,9 +123,19 @@ class LightningAdapter(tc.TorchAdapter):
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*number of training batches.*")
             warnings.filterwarnings("ignore", message=".*infer the `batch_size`.*")
-            self.trainer.fit(self.module, train_dataloaders=tc.train_loader(ctx), val_dataloaders=val_loader)
-        if isinstance(getattr(self.trainer, "interrupted", None), bool) and self.trainer.interrupted:
-            raise KeyboardInterrupt
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            sigint = signal.getsignal(signal.SIGINT)
+            try:
+                self.trainer.fit(self.module, train_dataloaders=tc.train_loader(ctx), val_dataloaders=val_loader)
+            except SystemExit:
+                # On Ctrl-C Lightning shuts down, ignores SIGINT from then on and calls sys.exit(1);
+                # a library must not exit the process: restore the handler and re-raise the interrupt.
+                if self.trainer.interrupted:
+                    raise KeyboardInterrupt from None
+                raise
+            finally:
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGINT, sigint)
 
     def save_checkpoint(self, path: str) -> None:
         if self.trainer is not None:

@@ -135,16 +135,16 @@ def make_losses(name: str) -> tuple[nn.Module, nn.Module]:
 def make_optimizer(opt: Any, params: Any) -> torch.optim.Optimizer:
     if opt.name == "sgd":
         return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
-                               weight_decay=opt.weight_decay)
+                               weight_decay=opt.resolved_weight_decay)
     if opt.name == "adam":
         return torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
-                                weight_decay=opt.weight_decay)
+                                weight_decay=opt.resolved_weight_decay)
     if opt.name == "adamw":
         return torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
-                                 weight_decay=opt.weight_decay)
+                                 weight_decay=opt.resolved_weight_decay)
     if opt.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=opt.lr, alpha=opt.alpha, eps=opt.eps, momentum=opt.momentum,
-                                   weight_decay=opt.weight_decay)
+                                   weight_decay=opt.resolved_weight_decay)
     raise SpecError(f"unknown optimizer {opt.name!r}", path="optimizer.name")
 
 

@@ -440,7 +440,12 @@ def _normalize_labels(y: np.ndarray, task: str, *, what: str = "y") -> np.ndarra
             bad = _py(y[frac][0])
             raise DataError(f"{what}: task {task} needs integer or string labels, got {bad!r} "
                             f"(use task: regression for continuous targets)", path="data.source")
-        return y.astype(np.int64)
+        y = y.astype(np.int64)
+        distinct = len(np.unique(y))
+        if distinct > 20 and distinct > 0.2 * len(y):
+            raise DataError(f"{what}: task {task} got {distinct} distinct numeric labels in {len(y)} samples, "
+                            f"which looks continuous (use task: regression)", path="task")
+        return y
     raise DataError(f"{what}: unsupported label dtype {y.dtype}", path="data.source")
 
 

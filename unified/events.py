@@ -107,11 +107,21 @@ class RunEvents:
     def fit_end(self) -> None:
         if self.fit_started is not None:
             self.train_time_s = time.perf_counter() - self.fit_started
+        if self.state.status == "running":
+            self.state.status = "completed"
         if self.progress:
             self.progress.close()
         self._call("on_fit_end")
 
     def exception(self, error: BaseException) -> None:
+        """Training raised: ``on_exception``, then ``on_fit_end`` with status failed / interrupted."""
         if self.fit_started is not None and not self.train_time_s:
             self.train_time_s = time.perf_counter() - self.fit_started
+        self.state.status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         self._call("on_exception", error)
+        if self.progress:
+            self.progress.close()
+        try:
+            self._call("on_fit_end")
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass

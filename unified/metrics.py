@@ -17,7 +17,6 @@ Every built-in accumulates in float64, is vectorised (no Python loop over sample
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from typing import TYPE_CHECKING, Any, Optional
@@ -373,7 +372,7 @@ BUILTIN_METRICS: dict[str, type[Metric]] = {
 # building the spec's metrics
 # ----------------------------------------------------------------------------------------------------------
 
-def build_metrics(spec: "Spec", num_classes: Optional[int]) -> list[Metric]:
+def build_metrics(spec: "Spec", num_classes: Optional[int], base_dir: Optional[str] = None) -> list[Metric]:
     """Instantiate ``spec.resolved_metrics()``: built-in names and user ``{python: {target, kwargs}}``.
 
     Args:
@@ -394,7 +393,7 @@ def build_metrics(spec: "Spec", num_classes: Optional[int]) -> list[Metric]:
                 raise SpecError(f"unknown metric {m!r}; expected one of: {', '.join(BUILTIN_METRICS)}", path=path)
             metric = cls(task=spec.task, num_classes=num_classes)
         else:
-            metric = _user_metric(m.python.target, dict(m.python.kwargs), spec.task, num_classes, path)
+            metric = _user_metric(m.python.target, dict(m.python.kwargs), spec.task, num_classes, path, base_dir)
         name = metric.name
         if name in seen:
             raise SpecError(f"metric name {name!r} is used twice (metrics[{seen[name]}] and {path})", path=path)
@@ -407,18 +406,11 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _user_metric(target: str, kwargs: dict[str, Any], task: str, num_classes: Optional[int], path: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise SpecError(f"cannot import {target!r}: {type(e).__name__}: {_one_line(e)}", path=path) from None
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise SpecError(f"cannot import {target!r}: module {module_name!r} has no attribute {attr!r}",
-                            path=path)
+def _user_metric(target: str, kwargs: dict[str, Any], task: str, num_classes: Optional[int], path: str,
+                 base_dir: Optional[str] = None) -> Any:
+    from unified.models import import_target
+
+    obj: Any = import_target(target, path, base_dir)
     if not isinstance(obj, type):
         raise SpecError(f"{target!r} is not a class (got {type(obj).__name__}); expected a Metric subclass",
                         path=path)

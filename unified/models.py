@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -65,7 +66,7 @@ def build_plan(spec: Any, in_features: int, out_features: int) -> ModelPlan:
 def import_target(target: str, field: str, base_dir: Optional[str] = None) -> Any:
     """Import ``"module:attr"`` (the current directory and ``base_dir`` on sys.path); SpecError if it fails."""
     module_name, _, attr = target.partition(":")
-    for extra in (".", base_dir):
+    for extra in (os.getcwd(), base_dir):
         if extra and extra not in sys.path:
             sys.path.insert(0, extra)
     try:

@@ -45,6 +45,12 @@ TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as e:
+            raise _to_spec_error(e, None, root=type(self)) from None
+
 
 def _check_target(value: str, field: str) -> str:
     if not isinstance(value, str) or not TARGET_RE.match(value):
@@ -163,6 +169,13 @@ class OptimizerSpec(_Model):
     eps: float = Field(1e-8, gt=0.0)
     alpha: float = Field(0.99, ge=0.0)
 
+    @property
+    def resolved_weight_decay(self) -> float:
+        """``weight_decay``, or PyTorch's default when unset: 0.01 for AdamW, 0 for the others."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 0.01 if self.name == "adamw" else 0.0
+
     @field_validator("betas")
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
@@ -173,9 +186,6 @@ class OptimizerSpec(_Model):
 
     @model_validator(mode="after")
     def _defaults(self) -> "OptimizerSpec":
-        if self.weight_decay is None:
-            # PyTorch's defaults: AdamW decays by 0.01, the others not at all.
-            object.__setattr__(self, "weight_decay", 0.01 if self.name == "adamw" else 0.0)
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
             raise ValueError("nesterov needs name: sgd and momentum > 0")
         if self.momentum and self.name not in ("sgd", "rmsprop"):
@@ -351,6 +361,14 @@ class Spec(_Model):
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
 
+    def __init__(self, **data: Any) -> None:
+        # Keyword construction reports like file loading: one SpecError line with a suggestion.
+        # (Only the top-level model overrides __init__: pydantic calls a custom __init__ for nested models.)
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise _to_spec_error(e, None, root=Spec) from None
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -425,6 +443,7 @@ class Spec(_Model):
         """A copy with every default filled in (loss, metrics) and ``updates`` applied."""
         data = self.to_dict()
         data["loss"] = self.resolved_loss()
+        data["optimizer"]["weight_decay"] = self.optimizer.resolved_weight_decay
         data["metrics"] = [m if isinstance(m, str) else m.model_dump(mode="json") for m in self.resolved_metrics()]
         data.update(updates)
         return Spec.from_dict(data)
@@ -623,9 +642,9 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+def _fields_at(loc: tuple[Any, ...], root: Any = None) -> list[str]:
     """Field names of the model at ``loc`` (for did-you-mean suggestions)."""
-    model: Any = Spec
+    model: Any = root or Spec
     for part in loc:
         if isinstance(part, int):
             continue
@@ -653,9 +672,15 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def _to_spec_error(err: ValidationError, source: Optional[str]) -> SpecError:
+def _to_spec_error(err: ValidationError, source: Optional[str], root: Any = None) -> SpecError:
     errors = err.errors(include_url=False)
-    # Prefer the most specific error: union branches produce one per branch.
+    # A union (``str | MetricSpec``) reports one error per branch: drop the "expected a string" branch
+    # when the value was a mapping, so the line names the real problem inside it.
+    specific = [e for e in errors if not (e["type"] == "string_type" and e["loc"] and e["loc"][-1] == "str"
+                                          and isinstance(e.get("input"), dict))]
+    errors = specific or errors
+    # An unknown key explains a "missing" one beside it (a typo), so report it first.
+    errors.sort(key=lambda e: e["type"] == "missing")
     first = errors[0]
     loc = tuple(first["loc"])
     path = _loc_to_path(loc)
@@ -666,7 +691,7 @@ def _to_spec_error(err: ValidationError, source: Optional[str]) -> SpecError:
         key = str(loc[-1])
         parent_loc = loc[:-1]
         path = _loc_to_path(parent_loc)
-        choices = _fields_at(parent_loc)
+        choices = _fields_at(parent_loc, root)
         msg = _choice_msg(key, choices, "unknown key")
         return SpecError(msg, path=path or None, source=source)
     if kind == "missing":

@@ -61,6 +61,7 @@ class _BestTracker(Callback):
             return
         if self.value is None or (v < self.value if self.mode == "min" else v > self.value):
             self.value, self.epoch = float(v), state.epoch
+            state.best = self.as_dict()
 
     def as_dict(self) -> dict[str, Any]:
         return {"monitor": self.monitor, "mode": self.mode, "value": self.value, "epoch": self.epoch}
@@ -140,7 +141,7 @@ class UnifiedTrainer:
 
         dataset, loaders = (load_dataset(spec, self.base_dir), {}) if data is None else self._user_data(data)
         num_classes = dataset.num_classes if dataset is not None else None
-        metrics = build_metrics(spec, num_classes)
+        metrics = build_metrics(spec, num_classes, self.base_dir)
         names = [m.name for m in metrics]
         if any(isinstance(m, MetricSpec) for m in spec.resolved_metrics()):
             check_monitors(spec, names)
@@ -212,13 +213,18 @@ class UnifiedTrainer:
             raise TrainingError(f"training failed: {state.stop_reason} (run directory: {run_dir})")
         return self.result
 
-    def evaluate(self, split: str = "val", data: Any = None) -> dict[str, float]:
-        """Evaluate the trained model on ``split`` (``val`` or ``test``) or on ``data=(x, y)`` (raw features).
+    def evaluate(self, split: Optional[str] = None, data: Any = None) -> dict[str, float]:
+        """Evaluate the trained model on ``split`` or on ``data=(x, y)`` (raw features, raw labels).
+
+        Args:
+            split: ``val`` or ``test``; default ``val``, or ``test`` when ``data`` is given.
+            data: ``(x, y)`` to evaluate on instead of the split.
 
         Returns:
             ``{"<split>/loss": ..., "<split>/<metric>": ...}`` computed by ``unified.metrics``.
         """
         adapter, ctx = self._require_fit()
+        split = split or ("test" if data is not None else "val")
         if split not in ("val", "test"):
             raise SpecError(f"evaluate(split=...): expected 'val' or 'test', got {split!r}")
         if data is None:

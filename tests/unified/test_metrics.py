@@ -218,7 +218,7 @@ def test_user_metrics(user_module):
 
 
 @pytest.mark.parametrize("target, parts", [
-    ("no_such_metrics_mod:X", ["metrics[1]", "cannot import 'no_such_metrics_mod:X'", "No module named"]),
+    ("no_such_metrics_mod:X", ["metrics[1]", "cannot import 'no_such_metrics_mod'", "No module named"]),
     ("my_metrics_mod:Missing", ["metrics[1]", "has no attribute 'Missing'"]),
     ("my_metrics_mod:NotAMetric", ["metrics[1]", "not a Metric", "update, compute"]),
     ("my_metrics_mod:not_a_class", ["metrics[1]", "not a class"]),
