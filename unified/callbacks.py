@@ -42,7 +42,7 @@ class TrainState:
 
     backend: str
     run_dir: Path
-    max_epochs: int
+    max_epochs: Optional[int]
     max_steps: Optional[int]
     steps_per_epoch: Optional[int]
     epoch: int = 0

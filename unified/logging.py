@@ -95,7 +95,7 @@ class ProgressDisplay:
     one line is printed per epoch. It never forces a host sync: it shows the last logged values.
     """
 
-    def __init__(self, total_steps: Optional[int], max_epochs: int, stream: Optional[TextIO] = None,
+    def __init__(self, total_steps: Optional[int], max_epochs: Optional[int], stream: Optional[TextIO] = None,
                  interactive: Optional[bool] = None, keys: tuple[str, ...] = ()) -> None:
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
@@ -111,7 +111,7 @@ class ProgressDisplay:
 
     def _line(self, epoch: int, step: int, metrics: dict[str, float]) -> str:
         elapsed = time.perf_counter() - self._start
-        parts = [f"epoch {epoch}/{self.max_epochs}"]
+        parts = [f"epoch {epoch}/{self.max_epochs or '?'}"]
         if self.total_steps:
             frac = min(step / self.total_steps, 1.0)
             filled = int(frac * 20)

@@ -72,7 +72,9 @@ def get_entry(name: str) -> BackendEntry:
     """Look a backend up by name; an unknown name lists the available ones."""
     entries = available_backends()
     if name not in entries:
-        raise SpecError(f"unknown backend {name!r}; expected one of: {', '.join(sorted(entries))}", path="backend")
+        from unified.spec import _choice_msg
+
+        raise SpecError(_choice_msg(name, sorted(entries), "unknown backend"), path="backend")
     return entries[name]
 
 

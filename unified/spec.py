@@ -214,7 +214,7 @@ class SchedulerSpec(_Model):
 class TrainerSpec(_Model):
     """Loop settings shared by every backend."""
 
-    max_epochs: int = Field(10, gt=0)
+    max_epochs: Optional[int] = Field(10, gt=0)
     max_steps: Optional[int] = Field(None, gt=0)
     precision: str = "32"
     accumulate_grad_batches: int = Field(1, gt=0)
@@ -534,7 +534,10 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise SpecError(f"cannot read: {e.strerror}", source=src) from None
     if path.suffix.lower() == ".toml":
-        import tomllib
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
 
         try:
             data: Any = tomllib.loads(text)
@@ -545,11 +548,29 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     return data
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _parse_yaml(text: str, source: Optional[str]) -> dict[str, Any]:
     if not text.strip():
         raise SpecError("the file is empty; expected a mapping with at least 'data: {source: ...}'", source=source)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

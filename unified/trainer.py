@@ -168,9 +168,12 @@ class UnifiedTrainer:
             state = TrainState(backend=self.backend, run_dir=run_dir, max_epochs=spec.trainer.max_epochs,
                                max_steps=spec.trainer.max_steps, steps_per_epoch=steps_per_epoch)
             csv = CsvLogger(run_dir / "metrics.csv", logged_keys(spec, names))
-            total = spec.trainer.max_steps or (steps_per_epoch * spec.trainer.max_epochs if steps_per_epoch else None)
+            max_steps, epochs = spec.trainer.max_steps, spec.trainer.max_epochs
+            if max_steps is not None:  # max_steps wins over max_epochs
+                epochs = math.ceil(max_steps / steps_per_epoch) if steps_per_epoch else None
+            total = max_steps or (steps_per_epoch * epochs if steps_per_epoch and epochs else None)
             shown = ("train/loss", "val/loss", *(f"val/{n}" for n in names[:2]))
-            progress = ProgressDisplay(total, spec.trainer.max_epochs, keys=shown) if spec.trainer.progress_bar else None
+            progress = ProgressDisplay(total, epochs, keys=shown) if spec.trainer.progress_bar else None
             events = RunEvents(state, callbacks + [tracker], csv, progress, spec.trainer.log_every_n_steps)
             ctx = RunContext(spec=spec, backend=self.backend, run_dir=run_dir, events=events, metrics=metrics,
                              dataset=dataset, plan=plan, user_model=model, user_loaders=loaders)

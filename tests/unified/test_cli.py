@@ -75,6 +75,8 @@ def assert_bad_input(code: int, out: str, err: str, *parts: str) -> str:
 
 # (id, YAML text, substrings the one line must contain besides the file name)
 MALFORMED = [
+    ("duplicate-key", IRIS + "trainer: {max_epochs: 2}\ntrainer: {max_epochs: 3}\n", ["duplicate key 'trainer'", "line"]),
+    ("no-epochs-no-steps", IRIS + "trainer: {max_epochs: null}\n", ["trainer", "max_epochs or max_steps"]),
     # unknown keys, with a did-you-mean suggestion
     ("unknown-top-key", "optimzer: {lr: 0.1}\n" + IRIS, ["unknown key 'optimzer'", "did you mean 'optimizer'"]),
     ("unknown-nested-key", IRIS + "optimizer: {lrr: 0.1}\n", ["optimizer", "'lrr'", "did you mean 'lr'"]),

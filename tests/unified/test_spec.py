@@ -579,3 +579,15 @@ def test_monitor_of_user_metric_is_checked_once_names_are_known():
         check_monitors(s, s.metric_names({1: "top_2"}))
     assert_one_line(str(e.value), "callbacks[0].model_checkpoint.monitor", "'val/top2'", "not a logged key",
                     "did you mean 'val/top_2'")
+
+
+def test_max_steps_alone_is_enough():
+    s = load_spec({"data": {"source": "sklearn:iris"}, "trainer": {"max_epochs": None, "max_steps": 7}})
+    assert s.trainer.max_epochs is None and s.trainer.max_steps == 7
+
+
+def test_unknown_backend_suggests_the_close_one():
+    from unified.registry import get_entry
+
+    with pytest.raises(SpecError, match="did you mean 'lightning'"):
+        get_entry("lightnin")
