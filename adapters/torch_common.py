@@ -6,6 +6,8 @@ Both trainers get the very same modules and loaders from here, which is why thei
 from __future__ import annotations
 
 import os
+import random
+import sys
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -69,13 +71,23 @@ def build_model(ctx: RunContext) -> nn.Module:
     else:
         assert ctx.dataset is not None
         fn = import_target(spec.model.factory, "model.factory")
+        # A factory may build a Keras model (a torch.nn.Module on Keras's torch backend). Keras draws
+        # its global seed from Python's `random` when first used, so seed that too, and reset Keras's
+        # generator if it is loaded already: the same weights whether or not Keras was imported before.
+        random.seed(spec.seed)
+        if "keras" in sys.modules:
+            sys.modules["keras"].utils.set_random_seed(spec.seed)
         model = call_factory(fn, in_features=ctx.dataset.in_features, out_features=ctx.dataset.out_features,
                              task=spec.task, kwargs=spec.model.kwargs)
     if not isinstance(model, nn.Module):
         where = "the model passed to fit()" if ctx.user_model is not None else f"factory {spec.model.factory!r}"
+        hint = ""
+        if type(model).__module__.startswith("keras"):
+            hint = (" (a Keras model is one only when Keras runs on its torch backend: set KERAS_BACKEND=torch "
+                    "before keras is imported, or train it with backend keras)")
         raise SpecError(
             f"{where} returned {type(model).__module__}.{type(model).__name__}; backend {ctx.backend!r} trains a "
-            f"torch.nn.Module",
+            f"torch.nn.Module{hint}",
             path=None if ctx.user_model is not None else "model.factory",
         )
     return model

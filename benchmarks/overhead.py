@@ -1,7 +1,9 @@
 """Facade overhead: ``UnifiedTrainer`` vs the same work written directly against each native trainer.
 
-Run:  python benchmarks/overhead.py [--repeats N] [--epochs E] [--backends lightning,ignite] [--json OUT]
-      (from a checkout or with the project installed; needs the lightning and ignite extras)
+Run:  python benchmarks/overhead.py [--repeats N] [--epochs E] [--backends lightning,ignite,keras,keras-torch]
+                                    [--json OUT]
+      (from a checkout or with the project installed; needs the lightning and ignite extras, and keras with
+      tensorflow / torch for the Keras backends)
 
 Task (identical on every side): sklearn digits, standardized (the facade's own split: 80/20 train/val,
 seed 0 -- 1438 train / 359 val samples, 45 steps per epoch), MLP 64-128-10 with ReLU, Adam lr 1e-3,
@@ -14,6 +16,11 @@ batch 32, validation (loss + accuracy) on the val split after every epoch, no pr
   ``DataLoader(TensorDataset(...), batch_size=32, shuffle=True)`` -- what a Lightning user writes.
 * native Ignite: ``create_supervised_trainer`` + ``create_supervised_evaluator`` with ``Accuracy``/``Loss``,
   the evaluator run on ``EPOCH_COMPLETED``, the same loaders -- what an Ignite user writes.
+* native Keras (``--backends keras`` = Keras on TensorFlow, ``keras-torch`` = Keras on PyTorch):
+  ``keras.Sequential([Input(64), Dense(128, relu), Dense(10)])``, ``compile(optimizer=Adam(1e-3),
+  loss=SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])`` (``jit_compile`` left at its
+  default ``"auto"``), ``fit(x_train, y_train, batch_size=32, epochs=E, shuffle=True,
+  validation_data=(x_val, y_val), verbose=0)`` on the same standardized arrays -- what a Keras user writes.
 * facade: ``UnifiedTrainer(spec, backend=..., run_dir=tmp)`` with ``trainer.progress_bar: false``,
   ``metrics: [accuracy]`` (the native sides compute accuracy only; the default would add f1_macro), no
   callbacks of the spec, every other key at its default (``log_every_n_steps: 10`` -> a metrics.csv row
@@ -39,6 +46,14 @@ The timed window (the fairest one both sides share):
     validation; per-step time = window / optimizer steps. Whole ``fit()``/``run()`` times are recorded
     too, to show what the window leaves out (here: ~5 ms of Lightning setup; the facade's data loading,
     spec resolution, run directory and summary.json).
+    Keras: the facade's window runs from its Keras callback's ``on_train_begin`` to ``on_train_end``
+    (adapters/keras.py); native Keras gets a tiny callback with ``on_train_begin``/``on_train_end`` (plus
+    ``on_epoch_begin``, for the steady-state figure below) and no batch-level hook, so Keras keeps its
+    asynchronous per-batch callback dispatch where it has one (the torch backend; TensorFlow is not
+    "thread safe" for Keras and dispatches synchronously whatever the callbacks). The window includes
+    ``tf.function`` tracing (TensorFlow: the train step for the full and the partial last batch, and native's
+    test step), a one-time cost that is a large part of a 5-epoch run, so the Keras lines also give the
+    *steady state*: start of epoch 2 -> train end, per optimizer step of epochs 2..E (validation included).
 
 Method: per backend, rounds of one run of every side (order rotated per round, F N L / N L F / ...);
 one warm-up round discarded; medians of ``--repeats`` rounds. The table's ratio is median(facade) /
@@ -46,6 +61,17 @@ median(native); the per-round paired ratio, the ratio of the fastest runs and th
 (``time.thread_time`` over the same window) are printed as cross-checks. ``torch.set_num_threads(1)``;
 ``gc.collect()`` before every run; torch's global deterministic-algorithms flag (which the facade turns on
 by default) is restored after every run so it never leaks into the next one.
+
+Keras fixes its tensor backend per process, so each Keras backend is measured in a worker process of this
+script (hidden ``--worker keras|keras-torch``, ``KERAS_BACKEND`` set, figures handed back as JSON), which runs
+the same rounds of facade and native runs (warm-up round included) in one process. In the workers: 1 thread
+(TensorFlow intra-op and inter-op pools, or ``torch.set_num_threads(1)``), ``keras.backend.clear_session()`` +
+``gc.collect()`` before every run, TensorFlow's global op-determinism switch (which the facade turns on by
+default) restored after every run, and CPU time is ``time.process_time`` (TensorFlow runs ops and tf.data on
+its own threads; the torch sides' CPU time is the main thread's ``thread_time``). On TensorFlow,
+``jit_compile="auto"`` resolves to False on a CPU-only machine (and whenever op determinism is on), the
+facade's own setting, so both sides run the same non-XLA ``tf.function``; the resolved value is recorded, and
+the diagnostic side ``native-xla`` (``compile(..., jit_compile=True)``) shows what XLA would change.
 """
 
 from __future__ import annotations
@@ -57,6 +83,7 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -259,6 +286,46 @@ def run_plain_torch(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, flo
     return {"window_s": t1 - t0, "cpu_s": c1 - c0, "call_s": t1 - t0, "steps": steps, "val_acc": acc}
 
 
+def run_native_keras(arrays: dict[str, np.ndarray], epochs: int, jit_compile: Any = "auto") -> dict[str, Any]:
+    """What a Keras user writes (see the module docstring); runs in a worker with ``KERAS_BACKEND`` set."""
+    import keras
+
+    class Window(keras.callbacks.Callback):
+        """The timing window. No batch-level hook: Keras's per-batch callback dispatch stays as it would be
+        without this object (asynchronous on the torch backend), and this object runs at epoch boundaries
+        only. ``on_epoch_begin`` marks the start of epoch 2 (the steady-state figure)."""
+
+        t0 = t1 = t_steady = c0 = c1 = float("nan")
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            if epoch == 1:
+                self.t_steady = time.perf_counter()
+
+        def on_train_end(self, logs: Any = None) -> None:
+            self.t1, self.c1 = time.perf_counter(), time.process_time()
+
+    keras.utils.set_random_seed(SEED)
+    n_in, n_out = arrays["x_train"].shape[1], int(arrays["y_train"].max()) + 1
+    model = keras.Sequential([keras.Input((n_in,)), keras.layers.Dense(HIDDEN, activation="relu"),
+                              keras.layers.Dense(n_out)])
+    model.compile(optimizer=keras.optimizers.Adam(LR),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
+                  jit_compile=jit_compile)
+    window = Window()
+    t0 = time.perf_counter()
+    history = model.fit(arrays["x_train"], arrays["y_train"], batch_size=BATCH, epochs=epochs, shuffle=True,
+                        validation_data=(arrays["x_val"], arrays["y_val"]), verbose=0, callbacks=[window])
+    t1 = time.perf_counter()
+    return {"window_s": window.t1 - window.t0, "cpu_s": window.c1 - window.c0, "call_s": t1 - t0,
+            "steady_s": window.t1 - window.t_steady,
+            "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+            "val_acc": float(history.history["val_accuracy"][-1]),
+            "jit_compile": bool(model.jit_compile)}  # what "auto" resolved to (Keras's own attribute)
+
+
 # -- the facade ------------------------------------------------------------------------------------------
 
 class CpuProbe(Callback):
@@ -275,73 +342,243 @@ class CpuProbe(Callback):
         self.c1 = time.thread_time()
 
 
-def make_facade_runner(backend: str, workdir: Path) -> Callable[[dict[str, np.ndarray], int], dict[str, float]]:
+class KerasProbe(CpuProbe):
+    """The Keras workers' probe: process CPU time (TensorFlow computes on its own threads) and the start of
+    epoch 2 for the steady-state figure (``on_epoch_start`` is called once per epoch, never per step)."""
+
+    t_steady = t_end = float("nan")
+
+    def on_fit_start(self, state: Any) -> None:
+        self.c0 = time.process_time()
+
+    def on_epoch_start(self, state: Any) -> None:
+        if state.epoch == 2:
+            self.t_steady = time.perf_counter()
+
+    def on_fit_end(self, state: Any) -> None:
+        self.t_end, self.c1 = time.perf_counter(), time.process_time()
+
+
+def make_facade_runner(backend: str, workdir: Path, probe_cls: type = CpuProbe
+                       ) -> Callable[[dict[str, np.ndarray], int], dict[str, Any]]:
     counter = {"n": 0}
 
-    def run(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, float]:
+    def run(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, Any]:
         from unified import UnifiedTrainer
 
         counter["n"] += 1
-        probe = CpuProbe()
+        probe = probe_cls()
         trainer = UnifiedTrainer(spec_dict(epochs), backend=backend, run_dir=workdir / f"{backend}-{counter['n']}",
                                  callbacks=[probe])
         t0 = time.perf_counter()
         result = trainer.fit()
         t1 = time.perf_counter()
-        return {"window_s": result.train_time_s, "cpu_s": probe.c1 - probe.c0, "call_s": t1 - t0,
-                "steps": int(result.global_step),
-                "val_acc": float(result.metrics["val/accuracy"])}
+        out = {"window_s": result.train_time_s, "cpu_s": probe.c1 - probe.c0, "call_s": t1 - t0,
+               "steps": int(result.global_step),
+               "val_acc": float(result.metrics["val/accuracy"])}
+        if isinstance(probe, KerasProbe):
+            out["steady_s"] = probe.t_end - probe.t_steady
+        return out
 
     return run
 
 
 # -- harness ---------------------------------------------------------------------------------------------
 
-def _timed(fn: Callable[[dict[str, np.ndarray], int], dict[str, float]], arrays: dict[str, np.ndarray],
-           epochs: int) -> dict[str, float]:
+def _torch_guard() -> Callable[[], None]:
+    """Restores torch's global deterministic-algorithms flag (the facade turns it on by default)."""
     import torch
 
     det, det_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    return lambda: torch.use_deterministic_algorithms(det, warn_only=det_warn)
+
+
+def _keras_guard() -> Callable[[], None]:
+    """Keras workers: a fresh Keras session per run, and the framework's global determinism switch restored
+    (the facade calls ``tf.config.experimental.enable_op_determinism()`` on TensorFlow by default)."""
+    import keras
+
+    keras.backend.clear_session()
+    if keras.backend.backend() == "tensorflow":
+        from tensorflow.python.framework import config as tf_config
+
+        det = tf_config.is_op_determinism_enabled()
+        return lambda: (tf_config.enable_op_determinism() if det else tf_config.disable_op_determinism())
+    return _torch_guard()
+
+
+def _timed(fn: Callable[[dict[str, np.ndarray], int], dict[str, Any]], arrays: dict[str, np.ndarray],
+           epochs: int, guard: Callable[[], Callable[[], None]] = _torch_guard) -> dict[str, Any]:
+    restore = guard()
     gc.collect()
     try:
         out = fn(arrays, epochs)
     finally:
-        torch.use_deterministic_algorithms(det, warn_only=det_warn)
+        restore()
     out["ms_per_step"] = 1000.0 * out["window_s"] / out["steps"]
     out["cpu_ms_per_step"] = 1000.0 * out["cpu_s"] / out["steps"]
+    if "steady_s" in out:  # Keras: epochs 2..E only (no tf.function tracing, no first-epoch warm-up)
+        steady_steps = out["steps"] - _steps_per_epoch(arrays)
+        out["steady_ms_per_step"] = 1000.0 * out["steady_s"] / steady_steps if steady_steps > 0 else float("nan")
     return out
 
 
-def _median(runs: list[dict[str, float]], key: str) -> float:
+def _steps_per_epoch(arrays: dict[str, np.ndarray]) -> int:
+    return -(-len(arrays["x_train"]) // BATCH)
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def _spread(runs: list[dict[str, float]], key: str = "ms_per_step") -> tuple[float, float]:
+def _spread(runs: list[dict[str, Any]], key: str = "ms_per_step") -> tuple[float, float]:
     vals = [r[key] for r in runs]
     return min(vals), max(vals)
 
 
+Side = tuple[str, Callable[[dict[str, np.ndarray], int], dict[str, Any]]]
+
+
+def _rounds(backend: str, sides: list[Side], arrays: dict[str, np.ndarray], repeats: int, epochs: int,
+            log: Callable[..., None], guard: Callable[[], Callable[[], None]] = _torch_guard
+            ) -> dict[str, list[dict[str, Any]]]:
+    """1 warm-up round + ``repeats`` rounds, each running every side once, order rotated per round."""
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side, _ in sides}
+    for i in range(repeats + 1):
+        k = i % len(sides)
+        for side, fn in sides[k:] + sides[:k]:  # F N L, N L F, L F N, ...: no side always goes first
+            r = _timed(fn, arrays, epochs, guard)
+            tag = "warm-up" if i == 0 else f"round {i}"
+            steady = f", steady {r['steady_ms_per_step']:.3f} ms/step" if "steady_ms_per_step" in r else ""
+            log(f"  {backend:11s} {side:11s} {tag:8s} {r['ms_per_step']:.3f} ms/step (CPU "
+                f"{r['cpu_ms_per_step']:.3f}){steady}, {r['steps']} steps, window {r['window_s']:.3f}s, "
+                f"whole call {r['call_s']:.3f}s, val acc {r['val_acc']:.3f}")
+            if i > 0:
+                runs[side].append(r)
+    return runs
+
+
+def _summarize(backend: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    steps = {side: sorted({int(r["steps"]) for r in rs}) for side, rs in runs.items()}
+    if len({tuple(v) for v in steps.values()}) != 1:
+        raise SystemExit(f"{backend}: step counts differ between sides {steps}; the comparison is void")
+    res: dict[str, Any] = {"steps": int(runs["facade"][0]["steps"])}
+    for side, rs in runs.items():
+        key = side.replace("-", "_")
+        res[key] = {
+            "ms_per_step": _median(rs, "ms_per_step"), "ms_per_step_min_max": _spread(rs),
+            "cpu_ms_per_step": _median(rs, "cpu_ms_per_step"),
+            "window_s": _median(rs, "window_s"), "call_s": _median(rs, "call_s"),
+        }
+        if all("steady_ms_per_step" in r for r in rs):
+            res[key]["steady_ms_per_step"] = _median(rs, "steady_ms_per_step")
+            res[key]["steady_ms_per_step_min_max"] = _spread(rs, "steady_ms_per_step")
+        if all("jit_compile" in r for r in rs):
+            res[key]["jit_compile"] = sorted({bool(r["jit_compile"]) for r in rs})
+    for other in [side for side in runs if side != "facade"]:
+        key = other.replace("-", "_")
+        res[f"ratio_vs_{key}"] = {
+            # the table's ratio: median facade / median native
+            "of_medians": res["facade"]["ms_per_step"] / res[key]["ms_per_step"],
+            # median over rounds of facade / native from the same round (cancels slow drifts of load)
+            "paired": statistics.median(f["ms_per_step"] / n["ms_per_step"]
+                                        for f, n in zip(runs["facade"], runs[other])),
+            "cpu_of_medians": res["facade"]["cpu_ms_per_step"] / res[key]["cpu_ms_per_step"],
+            # fastest facade / fastest native: the least disturbed runs of each
+            "of_minimums": res["facade"]["ms_per_step_min_max"][0] / res[key]["ms_per_step_min_max"][0],
+        }
+        if "steady_ms_per_step" in res["facade"] and "steady_ms_per_step" in res[key]:
+            res[f"ratio_vs_{key}"]["steady_of_medians"] = (res["facade"]["steady_ms_per_step"]
+                                                         / res[key]["steady_ms_per_step"])
+            res[f"ratio_vs_{key}"]["steady_paired"] = statistics.median(
+                f["steady_ms_per_step"] / n["steady_ms_per_step"] for f, n in zip(runs["facade"], runs[other]))
+    res["runs"] = runs
+    return res
+
+
 NATIVE = {"lightning": run_native_lightning, "ignite": run_native_ignite}
+KERAS = {"keras": "tensorflow", "keras-torch": "torch"}  # --backends name -> KERAS_BACKEND of its worker
+
+
+def keras_worker(name: str, args: argparse.Namespace, log: Callable[..., None]) -> dict[str, Any]:
+    """The hidden ``--worker`` mode: one Keras backend's rounds, in this process (``KERAS_BACKEND`` set)."""
+    kb = KERAS[name]
+    if os.environ.get("KERAS_BACKEND") != kb or "keras" in sys.modules:
+        raise SystemExit(f"--worker {name}: start it with KERAS_BACKEND={kb} (the parent process does)")
+    if kb == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        versions = {"tensorflow": tf.__version__}
+    else:
+        import torch
+
+        torch.set_num_threads(1)
+        versions = {"torch": torch.__version__}
+    import keras
+
+    if keras.backend.backend() != kb:
+        raise SystemExit(f"--worker {name}: Keras loaded on {keras.backend.backend()!r}, expected {kb!r}")
+    arrays = load_arrays(args.epochs)
+    with tempfile.TemporaryDirectory(prefix="unified-overhead-keras-") as tmp:
+        sides: list[Side] = [("facade", make_facade_runner("keras", Path(tmp), KerasProbe)),
+                             ("native", run_native_keras)]
+        if not args.no_diagnostic and kb == "tensorflow":
+            sides.append(("native-xla", lambda a, e: run_native_keras(a, e, jit_compile=True)))
+        runs = _rounds(name, sides, arrays, args.repeats, args.epochs, log, _keras_guard)
+    env = {"keras": keras.__version__, "keras_backend": kb, **versions,
+           "TF_XLA_FLAGS": os.environ.get("TF_XLA_FLAGS"), "threads": 1}
+    return {"runs": runs, "env": env}
+
+
+def _run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``--worker name`` in a new process (Keras cannot switch backends inside one)."""
+    with tempfile.TemporaryDirectory(prefix="unified-overhead-worker-") as tmp:
+        out = Path(tmp) / "worker.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--worker-out", str(out),
+               "--repeats", str(args.repeats), "--epochs", str(args.epochs)]
+        cmd += ["--no-diagnostic"] * args.no_diagnostic + ["--quiet"] * args.quiet
+        env = dict(os.environ, KERAS_BACKEND=KERAS[name])
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner
+        rc = subprocess.run(cmd, env=env).returncode
+        if rc != 0 or not out.exists():
+            raise SystemExit(f"{name}: the worker process failed (exit code {rc}); command: {' '.join(cmd)}")
+        return json.loads(out.read_text(encoding="utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=7, help="measured runs per side and backend (default 7)")
     ap.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
-    ap.add_argument("--backends", default="lightning,ignite", help="comma-separated (default lightning,ignite)")
+    ap.add_argument("--backends", default="lightning,ignite",
+                    help="comma-separated, from lightning,ignite,keras,keras-torch (default lightning,ignite); "
+                         "keras = Keras on TensorFlow, keras-torch = Keras on PyTorch")
     ap.add_argument("--json", metavar="OUT", help="write the figures here")
     ap.add_argument("--no-diagnostic", action="store_true",
-                    help="skip the diagnostic third side (native code with a batch-at-once loader)")
+                    help="skip the diagnostic third side (torch: native code with a batch-at-once loader; "
+                         "keras on TensorFlow: native with jit_compile=True)")
     ap.add_argument("--quiet", action="store_true", help="no per-run lines on stderr")
+    ap.add_argument("--worker", choices=tuple(KERAS), help=argparse.SUPPRESS)  # internal: one Keras backend
+    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    known = (*NATIVE, *KERAS)
     for b in backends:
-        if b not in NATIVE:
-            ap.error(f"--backends: unknown backend {b!r}; expected a subset of {','.join(NATIVE)}")
+        if b not in known:
+            ap.error(f"--backends: unknown backend {b!r}; expected a subset of {','.join(known)}")
     if not backends:
         ap.error("--backends: name at least one backend")
     if args.repeats < 1 or args.epochs < 1:
         ap.error("--repeats and --epochs must be >= 1")
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    if args.worker:
+        if not args.worker_out:
+            ap.error("--worker needs --worker-out")
+        data = keras_worker(args.worker, args, log)
+        Path(args.worker_out).write_text(json.dumps(data) + "\n", encoding="utf-8")
+        return 0
 
     import torch
 
@@ -353,79 +590,55 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
     arrays = load_arrays(args.epochs)
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     log(f"# torch.set_num_threads(1) (torch.get_num_threads() = {torch.get_num_threads()}); {args.epochs} epochs x "
         f"{len(arrays['x_train'])} train / {len(arrays['x_val'])} val samples, batch {BATCH}; 1 warm-up round + "
-        f"{args.repeats} measured rounds per backend, each round runs every side once (order rotated per round)")
+        f"{args.repeats} measured rounds per backend, each round runs every side once (order rotated per round)"
+        + ("; Keras backends in a worker process each (1 thread)" if any(b in KERAS for b in backends) else ""))
 
     results: dict[str, Any] = {}
+    keras_env: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="unified-overhead-") as tmp:
         for backend in backends:
+            if backend in KERAS:
+                data = _run_worker(backend, args)
+                results[backend] = _summarize(backend, data["runs"])
+                keras_env[backend] = data["env"]
+                continue
             native = NATIVE[backend]
-            sides: list[tuple[str, Callable[[dict[str, np.ndarray], int], dict[str, float]]]] = [
+            sides: list[Side] = [
                 ("facade", make_facade_runner(backend, Path(tmp))),
                 ("native", native),
             ]
             if not args.no_diagnostic:
                 sides.append(("native-lean", lambda a, e, _f=native: _f(a, e, lean=True)))
-            runs: dict[str, list[dict[str, float]]] = {side: [] for side, _ in sides}
-            for i in range(args.repeats + 1):
-                k = i % len(sides)
-                for side, fn in sides[k:] + sides[:k]:  # F N L, N L F, L F N, ...: no side always goes first
-                    r = _timed(fn, arrays, args.epochs)
-                    tag = "warm-up" if i == 0 else f"round {i}"
-                    log(f"  {backend:9s} {side:11s} {tag:8s} {r['ms_per_step']:.3f} ms/step (CPU "
-                        f"{r['cpu_ms_per_step']:.3f}), {r['steps']} steps, window {r['window_s']:.3f}s, "
-                        f"whole call {r['call_s']:.3f}s, val acc {r['val_acc']:.3f}")
-                    if i > 0:
-                        runs[side].append(r)
-            steps = {side: sorted({int(r["steps"]) for r in rs}) for side, rs in runs.items()}
-            if len({tuple(v) for v in steps.values()}) != 1:
-                raise SystemExit(f"{backend}: step counts differ between sides {steps}; the comparison is void")
-            res: dict[str, Any] = {"steps": int(runs["facade"][0]["steps"])}
-            for side, rs in runs.items():
-                key = side.replace("-", "_")
-                res[key] = {
-                    "ms_per_step": _median(rs, "ms_per_step"), "ms_per_step_min_max": _spread(rs),
-                    "cpu_ms_per_step": _median(rs, "cpu_ms_per_step"),
-                    "window_s": _median(rs, "window_s"), "call_s": _median(rs, "call_s"),
-                }
-            for other in [side for side in runs if side != "facade"]:
-                key = other.replace("-", "_")
-                res[f"ratio_vs_{key}"] = {
-                    # the table's ratio: median facade / median native
-                    "of_medians": res["facade"]["ms_per_step"] / res[key]["ms_per_step"],
-                    # median over rounds of facade / native from the same round (cancels slow drifts of load)
-                    "paired": statistics.median(f["ms_per_step"] / n["ms_per_step"]
-                                                for f, n in zip(runs["facade"], runs[other])),
-                    "cpu_of_medians": res["facade"]["cpu_ms_per_step"] / res[key]["cpu_ms_per_step"],
-                    # fastest facade / fastest native: the least disturbed runs of each
-                    "of_minimums": res["facade"]["ms_per_step_min_max"][0] / res[key]["ms_per_step_min_max"][0],
-                }
-            res["runs"] = runs
-            results[backend] = res
+            results[backend] = _summarize(backend, _rounds(backend, sides, arrays, args.repeats, args.epochs, log))
         plain_runs = [_timed(run_plain_torch, arrays, args.epochs) for _ in range(args.repeats + 1)][1:]
         plain = {"ms_per_step": _median(plain_runs, "ms_per_step"), "ms_per_step_min_max": _spread(plain_runs),
                  "cpu_ms_per_step": _median(plain_runs, "cpu_ms_per_step"), "steps": int(plain_runs[0]["steps"]),
                  "runs": plain_runs}
 
-    import ignite
-    import pytorch_lightning
-
-    env = {"python": platform.python_version(), "torch": torch.__version__,
-           "pytorch_lightning": pytorch_lightning.__version__, "ignite": ignite.__version__,
+    versions = {}
+    for mod in ("pytorch_lightning", "ignite"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            versions[mod] = "not installed"
+    env = {"python": platform.python_version(), "torch": torch.__version__, **versions,
            "numpy": np.__version__, "torch_num_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
            "machine": platform.machine(), "epochs": args.epochs, "repeats": args.repeats, "batch_size": BATCH,
-           "train_samples": len(arrays["x_train"]), "val_samples": len(arrays["x_val"])}
+           "train_samples": len(arrays["x_train"]), "val_samples": len(arrays["x_val"]), "keras_workers": keras_env}
 
     steps = results[backends[0]]["steps"]
     print(f"Facade overhead: digits MLP [{HIDDEN}] relu, Adam lr {LR:g}, batch {BATCH}, {args.epochs} epochs "
           f"({steps} optimizer steps), validation every epoch, progress bars off.")
-    print(f"torch.set_num_threads(1). Median of {args.repeats} runs per side, facade and native runs alternating, "
-          f"1 warm-up round discarded. ms/step = (train-start hook -> train-end hook) / optimizer steps: the same "
-          f"window on both sides (the facade's result.train_time_s).")
-    print(f"torch {torch.__version__}, pytorch-lightning {pytorch_lightning.__version__}, pytorch-ignite "
-          f"{ignite.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs.")
+    print(f"1 thread (torch.set_num_threads(1); TensorFlow intra/inter-op pools 1). Median of {args.repeats} runs "
+          f"per side, facade and native runs alternating, 1 warm-up round discarded. ms/step = (train-start hook "
+          f"-> train-end hook) / optimizer steps: the same window on both sides (the facade's result.train_time_s).")
+    kver = "".join(f", keras {e['keras']} on {e['keras_backend']}" + (f" {e['tensorflow']}" if "tensorflow" in e
+                                                                         else "")
+                   for e in keras_env.values())
+    print(f"torch {torch.__version__}, pytorch-lightning {versions['pytorch_lightning']}, pytorch-ignite "
+          f"{versions['ignite']}{kver}, Python {platform.python_version()}, {os.cpu_count()} CPUs.")
     print()
     print("| backend | native ms/step | facade ms/step | ratio |")
     print("|---|---:|---:|---:|")
@@ -434,21 +647,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {b} | {r['native']['ms_per_step']:.3f} | {r['facade']['ms_per_step']:.3f} | "
               f"{r['ratio_vs_native']['of_medians']:.2f} |")
     print()
-    print(f"Plain torch loop, no trainer (context): {plain['ms_per_step']:.3f} ms/step.")
+    print(f"Plain torch loop, no trainer (context): {plain['ms_per_step']:.3f} ms/step. Facade ms/step by backend: "
+          + ", ".join(f"{b} {results[b]['facade']['ms_per_step']:.3f}" for b in backends)
+          + (" (steady state, epochs 2..E: " + ", ".join(f"{b} {results[b]['facade']['steady_ms_per_step']:.3f}"
+                                                      for b in backends if b in KERAS) + ")"
+             if any(b in KERAS for b in backends) else "") + ".")
     for b in backends:
         r = results[b]
         rn = r["ratio_vs_native"]
+        cpu = "process CPU time" if b in KERAS else "CPU time"
         line = (f"{b}: ratio paired per round {rn['paired']:.2f}, of the fastest runs {rn['of_minimums']:.2f}, "
-                f"in CPU time {rn['cpu_of_medians']:.2f}; "
+                f"in {cpu} {rn['cpu_of_medians']:.2f}; "
                 f"min-max ms/step native {r['native']['ms_per_step_min_max'][0]:.3f}-"
                 f"{r['native']['ms_per_step_min_max'][1]:.3f}, facade {r['facade']['ms_per_step_min_max'][0]:.3f}-"
                 f"{r['facade']['ms_per_step_min_max'][1]:.3f}.")
+        if "steady_of_medians" in rn:
+            line += (f" Steady state (epoch 2 start -> train end, epochs 2..E, no tracing): native "
+                     f"{r['native']['steady_ms_per_step']:.3f}, facade {r['facade']['steady_ms_per_step']:.3f} "
+                     f"ms/step, ratio {rn['steady_of_medians']:.2f} (paired {rn['steady_paired']:.2f}).")
+        if "jit_compile" in r["native"]:
+            line += (f" Native compile(jit_compile='auto') resolved to jit_compile={r['native']['jit_compile']} "
+                     f"(the facade compiles with False).")
         if "native_lean" in r:
             rl = r["ratio_vs_native_lean"]
             line += (f" Diagnostic native-lean (batch-at-once loader like the facade's"
                      f"{', val metrics logged once per epoch' if b == 'lightning' else ''}): "
                      f"{r['native_lean']['ms_per_step']:.3f} ms/step, facade/lean {rl['of_medians']:.2f} "
                      f"(paired {rl['paired']:.2f}, fastest {rl['of_minimums']:.2f}, CPU {rl['cpu_of_medians']:.2f}).")
+        if "native_xla" in r:
+            rx = r["ratio_vs_native_xla"]
+            rxla = r["native_xla"]
+            line += (f" Diagnostic native-xla (compile(jit_compile=True), resolved {rxla['jit_compile']}): "
+                     f"{rxla['ms_per_step']:.3f} ms/step, steady {rxla['steady_ms_per_step']:.3f}; "
+                     f"facade/xla {rx['of_medians']:.2f} (steady {rx['steady_of_medians']:.2f}).")
         line += (f" Whole call: native {r['native']['call_s']:.3f}s (window {r['native']['window_s']:.3f}s), "
                  f"facade fit() {r['facade']['call_s']:.3f}s (window {r['facade']['window_s']:.3f}s).")
         print(line)

@@ -101,6 +101,11 @@ def make_net(in_features, num_classes, width=16):
     return torch.nn.Sequential(torch.nn.Linear(in_features, width), torch.nn.ReLU(), torch.nn.Linear(width, num_classes))
 
 
+def make_keras_net(in_features, num_classes, width=16):
+    import keras
+    return keras.Sequential([keras.layers.Dense(width, activation="relu"), keras.layers.Dense(num_classes)])
+
+
 def make_not_a_module(in_features, num_classes):
     return object()
 
@@ -111,6 +116,18 @@ def xy_data(n=120):
     y = np.where(x[:, 0] + x[:, 1] > 0, "yes", "no")
     return x, y
 '''
+
+
+@pytest.fixture
+def native_factory(backend: str) -> str:
+    """The name of the ``ut_user_code`` factory that builds a model the backend trains natively."""
+    if backend == "keras":
+        import os
+        import sys
+
+        kb = sys.modules["keras"].backend.backend() if "keras" in sys.modules else os.environ.get("KERAS_BACKEND", "tensorflow")
+        return "make_net" if kb == "torch" else "make_keras_net"
+    return "make_net"
 
 
 @pytest.fixture(scope="session")

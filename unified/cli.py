@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(val)
     val.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
+    cmp = sub.add_parser("compare", help="train a spec on several backends, each in its own process, and compare")
+    cmp.add_argument("spec", help="the experiment spec (YAML or TOML)")
+    cmp.add_argument("--backends", metavar="B1,B2,...",
+                     help="comma-separated backends, e.g. lightning,ignite,keras-torch (default: every installed one)")
+    cmp.add_argument("--out", metavar="DIR",
+                     help="write the comparison here (default: <logging.dir>/<name>/compare/<timestamp>)")
+    cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a spec value for every backend (value parsed as YAML)")
+    cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
     bk = sub.add_parser("backends", help="installed backends, versions and features")
     bk.add_argument("--json", action="store_true", help="machine-readable output")
     bk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -121,6 +131,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from unified.compare import compare, markdown
+
+    code, report = compare(args.spec, backends=args.backends, out=args.out, overrides=args.overrides)
+    print(markdown(report), end="")
+    out = report["out_dir"]
+    written = [f for f in ("compare.json", "compare.md", "curves.png") if os.path.exists(os.path.join(out, f))]
+    print(f"\nwritten: {out}: {', '.join(written)}")
+    return code
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     from adapters.base import FEATURE_CHECKS
     from unified.registry import available_backends, load_adapter
@@ -153,7 +174,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "validate": cmd_validate, "backends": cmd_backends,
+    "run": cmd_run, "validate": cmd_validate, "compare": cmd_compare, "backends": cmd_backends,
 }
 
 

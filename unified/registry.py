@@ -37,6 +37,8 @@ BUILTIN_BACKENDS: dict[str, BackendEntry] = {
     "lightning": BackendEntry(
         "lightning", "adapters.lightning:LightningAdapter", ("torch", "pytorch_lightning"), "lightning"
     ),
+    # Keras's tensor backend (tensorflow | torch | jax) is checked when a run starts (spec.keras_backend).
+    "keras": BackendEntry("keras", "adapters.keras:KerasAdapter", ("keras",), "keras"),
 }
 
 # Order used when the spec names no backend: the first installed one wins.
@@ -101,3 +103,16 @@ def load_adapter(name: str) -> type:
     module_name, _, attr = entry.target.partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, attr)
+
+
+def resolve_keras_backend(requested: "str | None") -> str:
+    """The Keras tensor backend a run uses: the spec's, else the one Keras already loaded in this
+    process, else ``KERAS_BACKEND``, else ``tensorflow`` (Keras's own default). Imports nothing."""
+    import os
+    import sys
+
+    if requested:
+        return requested
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    return os.environ.get("KERAS_BACKEND") or "tensorflow"

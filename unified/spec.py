@@ -412,8 +412,6 @@ class Spec(_Model):
                 raise ValueError(
                     f"metrics[{i}]: {m!r} does not apply to task {self.task!r}; expected one of {', '.join(allowed)}"
                 )
-        if self.keras_backend is not None and self.backend not in (None, "keras"):
-            raise ValueError(f"keras_backend: only applies to backend 'keras', but backend is {self.backend!r}")
         if self.trainer.max_steps is None and self.trainer.max_epochs is None:
             raise ValueError("trainer: needs max_epochs or max_steps")
         # A monitor must be a key that gets logged. User metrics' names are only known once imported,

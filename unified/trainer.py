@@ -99,7 +99,12 @@ class UnifiedTrainer:
         name = backend or spec_obj.backend or default_backend()
         get_entry(name)  # unknown names list the available ones
         self.backend = name
-        self.spec = spec_obj.resolved(backend=name)
+        updates: dict[str, Any] = {"backend": name}
+        if name == "keras":
+            from unified.registry import resolve_keras_backend
+
+            updates["keras_backend"] = resolve_keras_backend(spec_obj.keras_backend)
+        self.spec = spec_obj.resolved(**updates)
         self.extra_callbacks = list(callbacks or [])
         for cb in self.extra_callbacks:
             if not isinstance(cb, Callback):

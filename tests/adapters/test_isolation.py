@@ -12,6 +12,7 @@ import pytest
 OTHERS = {
     "lightning": ("ignite", "tensorflow", "keras", "jax"),
     "ignite": ("pytorch_lightning", "lightning", "tensorflow", "keras", "jax"),
+    "keras": ("pytorch_lightning", "lightning", "ignite", "jax"),
 }
 
 

@@ -13,7 +13,7 @@ from unified.registry import installed_backends
 
 BACKENDS = installed_backends()
 
-pytestmark = pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two installed backends to compare")
+needs_two = pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two installed backends to compare")
 
 
 def _run(spec: dict, backend: str):
@@ -23,6 +23,7 @@ def _run(spec: dict, backend: str):
         return result, list(reader.fieldnames or []), list(reader)
 
 
+@needs_two
 @pytest.mark.parametrize("optimizer", [
     {"name": "sgd", "lr": 0.05, "momentum": 0.9},
     {"name": "adam", "lr": 0.003},
@@ -40,6 +41,7 @@ def test_per_step_loss_agrees(make_spec, optimizer):
         assert abs(va - vb) <= 1e-5
 
 
+@needs_two
 def test_same_csv_columns_and_rows(make_spec):
     spec = make_spec({"trainer": {"max_epochs": 2, "max_steps": 70},
                       "callbacks": [{"early_stopping": {"monitor": "val/accuracy", "mode": "max"}}]})
@@ -48,3 +50,35 @@ def test_same_csv_columns_and_rows(make_spec):
     first = shapes[BACKENDS[0]]
     for b in BACKENDS[1:]:
         assert shapes[b] == first, f"{b} metrics.csv differs from {BACKENDS[0]}"
+
+
+def _keras_torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("keras") is not None and importlib.util.find_spec("torch") is not None
+
+
+@pytest.mark.skipif(not _keras_torch_available() or len(BACKENDS) < 2, reason="needs keras, torch and a torch trainer")
+@pytest.mark.parametrize("optimizer", [{"name": "sgd", "lr": 0.05, "momentum": 0.9}, {"name": "adam", "lr": 0.003}])
+def test_keras_on_torch_agrees_with_the_others(make_spec, optimizer, tmp_path):
+    """Keras picks its tensor backend once per process: keras/torch runs in a subprocess."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec = make_spec({"optimizer": optimizer, "trainer": {"max_epochs": 2, "log_every_n_steps": 1}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = subprocess.run([sys.executable, "-m", "unified", "run", str(path), "--backend", "keras",
+                          "--keras-backend", "torch", "--run-dir", str(tmp_path / "kt")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with open(tmp_path / "kt" / "metrics.csv", newline="") as f:
+        keras_losses = np.array([float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]])
+    reference = next(b for b in BACKENDS if b != "keras")
+    _, _, rows = _run(spec, reference)
+    ref = np.array([float(r["train/loss"]) for r in rows if r["train/loss"]])
+    assert len(ref) == len(keras_losses) == 90
+    gap = np.max(np.abs(ref - keras_losses))
+    assert gap <= 1e-5, f"keras/torch vs {reference}: per-step train/loss differs by {gap:.2e}"

@@ -1,0 +1,412 @@
+"""Keras 3 optimizers that follow PyTorch's update rules (SGD, Adam, AdamW, RMSprop).
+
+Why this module exists: the spec promises that an optimizer means the same thing on every backend, and
+Keras's built-in optimizers do not compute what ``torch.optim`` computes:
+
+* ``keras.optimizers.Adam`` folds the bias corrections into the step size,
+  ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``, so its ``eps`` is added to the
+  *uncorrected* ``sqrt(v)``; torch adds it to ``sqrt(v_hat)``: ``p -= lr * m_hat / (sqrt(v_hat) + eps)``.
+  The two differ most in the first steps and for small gradients (where ``eps`` matters).
+* Keras's ``weight_decay`` is always decoupled (``p -= lr * wd * p`` before the step) for every optimizer;
+  torch's ``weight_decay`` is an L2 term added to the gradient for SGD, Adam and RMSprop, and decoupled only
+  for AdamW (``p *= 1 - lr * wd``).
+* ``keras.optimizers.SGD`` keeps a velocity ``v = mu * v - lr * g`` (lr inside the buffer, so changing the
+  learning rate acts with a lag) and its Nesterov form differs; torch keeps ``buf = mu * buf + g`` and
+  applies ``lr`` afterwards.
+* ``keras.optimizers.RMSprop`` adds ``eps`` inside the square root (``g / sqrt(v + eps)``) and puts ``lr``
+  inside its momentum buffer; torch adds ``eps`` after the root and applies ``lr`` to the buffer.
+
+The classes below implement torch's default CPU path (``_single_tensor_*`` in ``torch/optim/*.py``;
+torch picks the ``foreach`` path only for CUDA/XPU tensors) operation by operation and in the same order
+of float32 operations, using only ``keras.ops``, so they run on every Keras backend (TensorFlow, PyTorch,
+JAX) and under ``jit_compile``. What cannot be mirrored with ``keras.ops`` and remains as last-bit noise:
+
+* torch's CPU kernels for ``add(alpha=)``, ``lerp_`` and ``addcmul_`` use fused multiply-add (one rounding),
+  ``keras.ops`` rounds the product and the sum separately;
+* torch computes the Adam bias corrections and ``lr / bias_correction1`` in Python float64 and rounds to
+  float32 once; here they are float32 tensors (so Keras LR schedules and ``optimizer.learning_rate = x``
+  keep working), computed as ``-expm1(t * log(beta))`` to avoid the cancellation in ``1 - beta**t``;
+* torch's vectorised ``sqrt`` on CPU (AVX2) is not correctly rounded (about 1 element in 5 is 1 ulp off the
+  IEEE result); TensorFlow's is correctly rounded.
+
+Measured over 300 steps with identical gradients (tests/adapters/test_keras_optim.py), these leave the
+parameters within about 1e-7 of torch's.
+
+Hyper-parameter names are torch's (``betas``, ``eps``, ``alpha``, ``weight_decay``) except
+``learning_rate``, which Keras's base class owns. The torch-style weight decay is stored as
+``torch_weight_decay``; the Keras base class always receives ``weight_decay=None`` so it never applies its
+own decoupled decay on top. ``exclude_from_weight_decay(...)`` is honoured (torch's equivalent is a param
+group with ``weight_decay=0``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["TorchSGD", "TorchAdam", "TorchAdamW", "TorchRMSprop", "make_keras_optimizer"]
+
+
+def _f32(x: float) -> float:
+    """The float32 value torch's CPU kernels use for a Python scalar argument (``alpha=``, ``value=``)."""
+    return float(np.float32(x))
+
+
+class _Arith:
+    """The float32 arithmetic of one update: torch's fused multiply-adds, optionally emulated exactly.
+
+    torch's CPU kernels for ``add(other, alpha=a)``, ``lerp_`` and ``addcmul_`` compute ``x * y + z`` with
+    one rounding (a hardware FMA, vectorised and scalar tail alike). With ``wide`` set ("float64"), ``fma``
+    does the same: the product of two float32 numbers is exact in float64, so only the sum is rounded
+    (twice: to float64, then to float32, which differs from a single rounding only when the float64 result
+    lands exactly on a float32 tie). Without it, ``fma`` rounds the product and the sum separately, which
+    differs from torch in the last bit of ~1 in 10 (lerp) to 1 in 1000 (add) elements.
+
+    Under XLA (TensorFlow ``jit_compile=True``, JAX) the compiler contracts ``x * y + z`` into an FMA on its
+    own (and narrows the float64 detour back to float32), so both forms become real FMAs there.
+    """
+
+    def __init__(self, dtype: Any, emulate_fma: bool) -> None:
+        self.dtype = dtype
+        self.wide = "float64" if emulate_fma and keras.backend.standardize_dtype(dtype) == "float32" else None
+
+    def fma(self, x: Any, y: Any, z: Any) -> Any:
+        """``x * y + z``, rounded once (scalars must already be float32 values: pass ``_f32(s)``)."""
+        if self.wide is None:
+            return ops.add(ops.multiply(x, y), z)
+        w = self.wide
+        return ops.cast(ops.add(ops.multiply(self.wide_const(x), self.wide_const(y)), ops.cast(z, w)), self.dtype)
+
+    def wide_const(self, x: Any) -> Any:
+        """``x`` as a ``wide`` tensor. Python floats are converted explicitly: ``ops.power(0.9, t64)`` and
+        friends would otherwise round 0.9 to floatx first on some backends (torch)."""
+        if isinstance(x, (int, float)):
+            return ops.convert_to_tensor(x, dtype=self.wide)
+        return ops.cast(x, self.wide)
+
+    def lerp(self, start: Any, end: Any, weight: float) -> Any:
+        """torch's ``start.lerp_(end, weight)`` for a Python-float weight (float32 in the kernel).
+
+        torch evaluates ``start + w * (end - start)`` for ``|w| < 0.5`` and ``end + (w - 1) * (end - start)``
+        otherwise (each branch is exact at its end of [0, 1]), both as one FMA.
+        """
+        w = np.float32(weight)
+        diff = ops.subtract(end, start)
+        if abs(w) < 0.5:
+            return self.fma(float(w), diff, start)
+        return self.fma(float(w - np.float32(1.0)), diff, end)  # w - 1 is exact in float32
+
+    def one_minus_pow(self, beta: float, step_plus_one: Any) -> Any:
+        """``1 - beta**t`` (torch: Python float64) and its dtype: float64 if ``wide``, else float32.
+
+        In float32, ``1 - float32(0.999)**t`` loses ~12 bits to cancellation (float32(0.999) is off by
+        3e-8, so the first bias correction ``1 - 0.999`` comes out 2e-5 wrong); ``-expm1(t * log(beta))``
+        with ``log(beta)`` taken in float64 stays within a few ulp.
+        """
+        dtype = self.wide or self.dtype
+        t = ops.cast(step_plus_one, dtype)
+        if self.wide is not None:
+            return ops.subtract(1.0, ops.power(self.wide_const(beta), t))
+        if beta == 0.0:
+            return ops.ones_like(t)
+        return ops.negative(ops.expm1(ops.multiply(t, math.log(beta))))
+
+    def scalar(self, x: Any) -> Any:
+        """A scalar tensor in the precision used for torch's Python-float scalar math."""
+        return ops.cast(x, self.wide or self.dtype)
+
+    def const(self, x: float) -> Any:
+        """A Python float as a tensor in that precision."""
+        return ops.convert_to_tensor(x, dtype=self.wide or self.dtype)
+
+    def narrow(self, x: Any) -> Any:
+        """Round a scalar from the scalar precision to the variable's dtype (torch: at the kernel call)."""
+        return ops.cast(x, self.dtype)
+
+
+class _TorchRuleOptimizer(keras.optimizers.Optimizer):
+    """Shared plumbing: torch-style weight decay kept away from the Keras base class, FMA emulation."""
+
+    def __init__(self, learning_rate: Any, weight_decay: float = 0.0, emulate_fma: Optional[bool] = None,
+                 **kwargs: Any) -> None:
+        # Keras's own weight decay is decoupled and would be applied on top of ours: the base gets None.
+        super().__init__(learning_rate=learning_rate, weight_decay=None, **kwargs)
+        weight_decay = 0.0 if weight_decay is None else float(weight_decay)
+        if weight_decay < 0.0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.torch_weight_decay = weight_decay
+        if emulate_fma is None:
+            # JAX always compiles with XLA, which forms the FMAs itself, and has no float64 unless
+            # jax_enable_x64 is set; TensorFlow and torch need the float64 detour (see _Arith).
+            emulate_fma = keras.backend.backend() != "jax"
+        self.emulate_fma = bool(emulate_fma)
+        if self.emulate_fma and isinstance(learning_rate, (int, float)):
+            self._use_float64_learning_rate(float(learning_rate))
+
+    def _use_float64_learning_rate(self, value: float) -> None:
+        """Keep a constant learning rate in float64, as torch does (a Python float in the param group).
+
+        Keras stores it in a floatx (float32) variable. torch forms Adam's ``lr / (1 - beta1**t)`` in
+        float64 and rounds once; from a float32 ``lr`` the step size comes out 1 ulp off on about one step
+        in six, always in the same direction, which adds up to ~1e-6 over 300 steps. The variable stays a
+        Keras variable, so ``optimizer.learning_rate = x``, LR callbacks, get_config and saving all work.
+        """
+        old = self._learning_rate
+        if not isinstance(old, keras.Variable) or not hasattr(self, "_untrack_variable"):
+            return  # a Keras version with different internals: keep its float32 variable
+        with keras.name_scope(self.name):
+            new = keras.Variable(value, name="learning_rate", dtype="float64", trainable=False,
+                                 aggregation="only_first_replica")
+        self._untrack_variable(old)
+        self._learning_rate = new  # tracked on assignment, in the old one's place (after `iterations`)
+
+    def _arith(self, variable: Any) -> _Arith:
+        return _Arith(variable.dtype, self.emulate_fma)
+
+    def _wd_for(self, variable: Any) -> float:
+        """torch's weight decay for ``variable``; 0 if ``exclude_from_weight_decay`` names it."""
+        if self.torch_weight_decay == 0.0:
+            return 0.0
+        use = getattr(self, "_use_weight_decay", None)  # Keras's (private) exclusion bookkeeping
+        if use is not None and not use(variable):
+            return 0.0
+        return self.torch_weight_decay
+
+    def _slot(self, slots: list[Any], variable: Any) -> Any:
+        return slots[self._get_variable_index(variable)]
+
+    @staticmethod
+    def _prepare(gradient: Any, variable: Any, learning_rate: Any) -> tuple[Any, Any]:
+        # A tf.IndexedSlices gradient (embedding lookups) becomes dense here: torch's dense optimizers
+        # update every row too (Adam's moments decay even where the gradient is zero).
+        return ops.cast(gradient, variable.dtype), ops.cast(learning_rate, variable.dtype)
+
+    def _step_number(self) -> Any:
+        # torch's `step` (1 on the first update). Keras 3 increments `iterations` AFTER update_step
+        # (BaseOptimizer.apply), so inside update_step it still holds the number of finished updates.
+        # With gradient_accumulation_steps the `iterations` property already counts updates, not batches.
+        return ops.add(self.iterations, 1)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["weight_decay"] = self.torch_weight_decay  # the base reports its own None
+        config["emulate_fma"] = self.emulate_fma
+        return config
+
+
+@keras.saving.register_keras_serializable(package="unified")
+class TorchSGD(_TorchRuleOptimizer):
+    """``torch.optim.SGD`` (dampening 0): L2 weight decay, ``buf = mu * buf + g``, optional Nesterov."""
+
+    def __init__(self, learning_rate: Any = 0.001, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, emulate_fma: Optional[bool] = None, name: Optional[str] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, emulate_fma=emulate_fma,
+                         name=name, **kwargs)
+        if momentum < 0.0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        if nesterov and momentum <= 0.0:
+            raise ValueError("nesterov needs momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def build(self, var_list: list[Any]) -> None:
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentum_buffers = []
+        if self.momentum != 0.0:
+            for var in var_list:
+                self._momentum_buffers.append(self.add_variable_from_reference(var, name="momentum_buffer"))
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        grad, lr = self._prepare(gradient, variable, learning_rate)
+        a = self._arith(variable)
+        wd = self._wd_for(variable)
+        if wd != 0.0:
+            grad = a.fma(_f32(wd), variable, grad)  # grad.add(param, alpha=wd)
+        if self.momentum != 0.0:
+            buf = self._slot(self._momentum_buffers, variable)
+            # buf.mul_(mu).add_(grad): two kernels, two roundings (alpha=1 makes the add exact-as-plain).
+            # torch clones grad into the buffer on the first step; 0 * mu + g == g, so the zero-initialised
+            # buffer gives the same value without a branch.
+            new_buf = ops.add(ops.multiply(buf, self.momentum), grad)
+            self.assign(buf, new_buf)
+            grad = a.fma(_f32(self.momentum), new_buf, grad) if self.nesterov else new_buf  # add(alpha=mu)
+        self.assign(variable, a.fma(ops.negative(lr), grad, variable))  # param.add_(grad, alpha=-lr)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "nesterov": self.nesterov})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="unified")
+class TorchAdam(_TorchRuleOptimizer):
+    """``torch.optim.Adam``: L2 weight decay added to the gradient; eps added after ``sqrt(v_hat)``."""
+
+    _decoupled = False
+
+    def __init__(self, learning_rate: Any = 0.001, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, emulate_fma: Optional[bool] = None,
+                 name: Optional[str] = None, **kwargs: Any) -> None:
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, emulate_fma=emulate_fma,
+                         name=name, **kwargs)
+        beta1, beta2 = (float(b) for b in betas)
+        for b in (beta1, beta2):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"each beta must be in [0, 1), got {list(betas)}")
+        if eps < 0.0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.betas = (beta1, beta2)
+        self.eps = float(eps)
+
+    def build(self, var_list: list[Any]) -> None:
+        if self.built:
+            return
+        super().build(var_list)
+        self._exp_avgs = []
+        self._exp_avg_sqs = []
+        for var in var_list:
+            self._exp_avgs.append(self.add_variable_from_reference(var, name="exp_avg"))
+            self._exp_avg_sqs.append(self.add_variable_from_reference(var, name="exp_avg_sq"))
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        grad, _ = self._prepare(gradient, variable, learning_rate)
+        a = self._arith(variable)
+        beta1, beta2 = self.betas
+        exp_avg = self._slot(self._exp_avgs, variable)
+        exp_avg_sq = self._slot(self._exp_avg_sqs, variable)
+        param = ops.convert_to_tensor(variable)
+
+        wd = self._wd_for(variable)
+        if wd != 0.0:
+            if self._decoupled:
+                # AdamW: param.mul_(1 - lr * wd) first; torch forms 1 - lr * wd as a Python float.
+                factor = ops.subtract(1.0, ops.multiply(a.scalar(learning_rate), a.const(wd)))
+                param = ops.multiply(param, a.narrow(factor))
+            else:
+                grad = a.fma(_f32(wd), param, grad)  # grad.add(param, alpha=wd)
+
+        new_exp_avg = a.lerp(exp_avg, grad, 1.0 - beta1)  # exp_avg.lerp_(grad, 1 - beta1)
+        # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2): a rounded product, then one FMA
+        # of ((1 - beta2) * grad) * grad onto it.
+        new_exp_avg_sq = a.fma(ops.multiply(_f32(1.0 - beta2), grad), grad, ops.multiply(exp_avg_sq, beta2))
+        self.assign(exp_avg, new_exp_avg)
+        self.assign(exp_avg_sq, new_exp_avg_sq)
+
+        # torch: step_size = lr / (1 - beta1**t); bias_correction2_sqrt = (1 - beta2**t) ** 0.5, both in
+        # Python float64, rounded to float32 where the kernels take them.
+        step = self._step_number()
+        step_size = a.narrow(ops.divide(a.scalar(learning_rate), a.one_minus_pow(beta1, step)))
+        bias_correction2_sqrt = a.narrow(ops.sqrt(a.one_minus_pow(beta2, step)))
+        # denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps): eps after the bias correction.
+        denom = ops.add(ops.divide(ops.sqrt(new_exp_avg_sq), bias_correction2_sqrt), _f32(self.eps))
+        # param.addcdiv_(exp_avg, denom, value=-step_size) computes param + ((-step_size) * exp_avg) / denom.
+        self.assign(variable, ops.subtract(param, ops.divide(ops.multiply(step_size, new_exp_avg), denom)))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"betas": list(self.betas), "eps": self.eps})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="unified")
+class TorchAdamW(TorchAdam):
+    """``torch.optim.AdamW``: ``param *= 1 - lr * wd`` (decoupled), then the Adam step. Default wd 0.01."""
+
+    _decoupled = True
+
+    def __init__(self, learning_rate: Any = 0.001, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01, emulate_fma: Optional[bool] = None,
+                 name: Optional[str] = None, **kwargs: Any) -> None:
+        super().__init__(learning_rate=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay,
+                         emulate_fma=emulate_fma, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="unified")
+class TorchRMSprop(_TorchRuleOptimizer):
+    """``torch.optim.RMSprop`` (not centred): ``v = alpha * v + (1 - alpha) * g^2``; eps after the root."""
+
+    def __init__(self, learning_rate: Any = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, emulate_fma: Optional[bool] = None,
+                 name: Optional[str] = None, **kwargs: Any) -> None:
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, emulate_fma=emulate_fma,
+                         name=name, **kwargs)
+        if alpha < 0.0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if momentum < 0.0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        if eps < 0.0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.alpha = float(alpha)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+
+    def build(self, var_list: list[Any]) -> None:
+        if self.built:
+            return
+        super().build(var_list)
+        self._square_avgs = []
+        self._momentum_buffers = []
+        for var in var_list:
+            self._square_avgs.append(self.add_variable_from_reference(var, name="square_avg"))
+            if self.momentum > 0.0:
+                self._momentum_buffers.append(self.add_variable_from_reference(var, name="momentum_buffer"))
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        grad, lr = self._prepare(gradient, variable, learning_rate)
+        a = self._arith(variable)
+        wd = self._wd_for(variable)
+        if wd != 0.0:
+            grad = a.fma(_f32(wd), variable, grad)  # grad.add(param, alpha=wd)
+        square_avg = self._slot(self._square_avgs, variable)
+        # square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        new_square_avg = a.fma(ops.multiply(_f32(1.0 - self.alpha), grad), grad,
+                               ops.multiply(square_avg, self.alpha))
+        self.assign(square_avg, new_square_avg)
+        avg = ops.add(ops.sqrt(new_square_avg), _f32(self.eps))  # square_avg.sqrt().add_(eps)
+        if self.momentum > 0.0:
+            buf = self._slot(self._momentum_buffers, variable)
+            # buf.mul_(momentum).addcdiv_(grad, avg): mu * buf rounded, then + grad / avg (no FMA).
+            new_buf = ops.add(ops.multiply(buf, self.momentum), ops.divide(grad, avg))
+            self.assign(buf, new_buf)
+            self.assign(variable, a.fma(ops.negative(lr), new_buf, variable))  # param.add_(buf, alpha=-lr)
+        else:
+            # param.addcdiv_(grad, avg, value=-lr) computes param + ((-lr) * grad) / avg.
+            self.assign_sub(variable, ops.divide(ops.multiply(lr, grad), avg))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"alpha": self.alpha, "eps": self.eps, "momentum": self.momentum})
+        return config
+
+
+def make_keras_optimizer(opt_spec: Any, *, learning_rate: Any = None, **kwargs: Any) -> keras.optimizers.Optimizer:
+    """The Keras optimizer for a ``unified.spec.OptimizerSpec`` (torch's update rules and defaults).
+
+    Args:
+        opt_spec: the spec's ``optimizer`` section (name, lr, weight_decay, momentum, nesterov, betas,
+            eps, alpha).
+        learning_rate: overrides ``opt_spec.lr``, e.g. with a ``keras.optimizers.schedules`` object.
+        **kwargs: passed to the Keras base class (``clipnorm``, ``global_clipnorm``, ``name``, ...).
+    """
+    from unified.errors import SpecError
+
+    lr = float(opt_spec.lr) if learning_rate is None else learning_rate
+    wd = float(opt_spec.resolved_weight_decay)
+    name = opt_spec.name
+    if name == "sgd":
+        return TorchSGD(learning_rate=lr, momentum=opt_spec.momentum, nesterov=opt_spec.nesterov,
+                        weight_decay=wd, **kwargs)
+    if name in ("adam", "adamw"):
+        cls = TorchAdamW if name == "adamw" else TorchAdam
+        return cls(learning_rate=lr, betas=tuple(opt_spec.betas), eps=opt_spec.eps, weight_decay=wd, **kwargs)
+    if name == "rmsprop":
+        return TorchRMSprop(learning_rate=lr, alpha=opt_spec.alpha, eps=opt_spec.eps, weight_decay=wd,
+                            momentum=opt_spec.momentum, **kwargs)
+    raise SpecError(f"unknown optimizer {name!r}", path="optimizer.name")
