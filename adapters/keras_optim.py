@@ -17,20 +17,33 @@ Keras's built-in optimizers do not compute what ``torch.optim`` computes:
   inside its momentum buffer; torch adds ``eps`` after the root and applies ``lr`` to the buffer.
 
 The classes below implement torch's default CPU path (``_single_tensor_*`` in ``torch/optim/*.py``;
-torch picks the ``foreach`` path only for CUDA/XPU tensors) operation by operation and in the same order
-of float32 operations, using only ``keras.ops``, so they run on every Keras backend (TensorFlow, PyTorch,
-JAX) and under ``jit_compile``. What cannot be mirrored with ``keras.ops`` and remains as last-bit noise:
+torch takes its ``foreach`` path only for CUDA/XPU tensors) operation by operation, in the same order of
+float32 operations, with ``keras.ops`` only, so they run on every Keras backend (TensorFlow, PyTorch, JAX)
+and under ``jit_compile``. Three details decide the last bits (see ``_Arith``):
 
-* torch's CPU kernels for ``add(alpha=)``, ``lerp_`` and ``addcmul_`` use fused multiply-add (one rounding),
-  ``keras.ops`` rounds the product and the sum separately;
-* torch computes the Adam bias corrections and ``lr / bias_correction1`` in Python float64 and rounds to
-  float32 once; here they are float32 tensors (so Keras LR schedules and ``optimizer.learning_rate = x``
-  keep working), computed as ``-expm1(t * log(beta))`` to avoid the cancellation in ``1 - beta**t``;
-* torch's vectorised ``sqrt`` on CPU (AVX2) is not correctly rounded (about 1 element in 5 is 1 ulp off the
-  IEEE result); TensorFlow's is correctly rounded.
+* torch's CPU kernels for ``add(alpha=)``, ``lerp_`` and ``addcmul_`` use fused multiply-adds (one
+  rounding). ``keras.ops`` has no FMA, so with ``emulate_fma`` (default on TensorFlow and torch) those
+  steps are done in float64 and rounded once to float32; elsewhere torch rounds every op, and so does this.
+* torch keeps ``lr`` as a Python float and forms ``lr / (1 - beta1**t)``, ``(1 - beta2**t) ** 0.5`` and
+  AdamW's ``1 - lr * wd`` in float64, rounding to float32 where a kernel takes them. With ``emulate_fma``
+  these scalars are float64 tensors too and a constant learning rate is kept in a float64 Keras variable
+  (``optimizer.learning_rate = x``, LR callbacks, get_config and saving work as usual; a Keras LR schedule
+  still yields float32). Without it they are float32, with ``1 - beta**t`` computed as
+  ``-expm1(t * log(beta))`` to avoid its cancellation.
+* scalars such as ``1 - beta2`` reach torch's kernels as float32; they are rounded the same way here.
 
-Measured over 300 steps with identical gradients (tests/adapters/test_keras_optim.py), these leave the
-parameters within about 1e-7 of torch's.
+Measured over 300 steps with a fixed gradient sequence (tests/adapters/test_keras_optim.py): bit-identical
+to torch.optim on the Keras torch backend; on TensorFlow (graph/eager) 0 for SGD and <= 5e-7 for the
+others, because TF's float32 ``sqrt`` is correctly rounded and torch's vectorised CPU ``sqrt`` is not
+(~1 element in 5 is 1 ulp off). Under XLA (TF ``jit_compile=True``; JAX always) the compiler contracts
+every ``x * y + z`` into an FMA, also where torch rounds the product first (AdamW's ``param * (1 - lr*wd)``,
+SGD's ``momentum * buf``), which keras.ops cannot prevent: SGD momentum 1.4e-6, AdamW 1.4e-5 after 300
+steps, the rest as without XLA. ``emulate_fma=False`` (plain float32): <= 7.2e-7 on both backends.
+
+Cost: the float64 detour makes the optimizer step about 2-3x slower (Adam on 1M parameters, one CPU
+thread, loaded machine: 14 -> 29 ms on the torch backend, 20 -> 40 ms on eager TensorFlow). Pass
+``emulate_fma=False`` when that matters more than the last bit, e.g. on a GPU, where torch itself runs
+other (``foreach``) kernels, so the CPU path is not the reference there anyway.
 
 Hyper-parameter names are torch's (``betas``, ``eps``, ``alpha``, ``weight_decay``) except
 ``learning_rate``, which Keras's base class owns. The torch-style weight decay is stored as
@@ -151,9 +164,10 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         """Keep a constant learning rate in float64, as torch does (a Python float in the param group).
 
         Keras stores it in a floatx (float32) variable. torch forms Adam's ``lr / (1 - beta1**t)`` in
-        float64 and rounds once; from a float32 ``lr`` the step size comes out 1 ulp off on about one step
-        in six, always in the same direction, which adds up to ~1e-6 over 300 steps. The variable stays a
-        Keras variable, so ``optimizer.learning_rate = x``, LR callbacks, get_config and saving all work.
+        float64 and rounds once; from a float32 ``lr`` (0.003 -> 0.0030000000261) the step size comes out
+        1 ulp off on a fraction of the steps (measured: Adam 1.2e-7 - 2.4e-7 from torch after 300 steps
+        instead of 0). The variable stays a Keras variable, so ``optimizer.learning_rate = x``, LR
+        callbacks, get_config and saving all work.
         """
         old = self._learning_rate
         if not isinstance(old, keras.Variable) or not hasattr(self, "_untrack_variable"):
@@ -181,8 +195,11 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
 
     @staticmethod
     def _prepare(gradient: Any, variable: Any, learning_rate: Any) -> tuple[Any, Any]:
-        # A tf.IndexedSlices gradient (embedding lookups) becomes dense here: torch's dense optimizers
-        # update every row too (Adam's moments decay even where the gradient is zero).
+        if hasattr(gradient, "indices") and hasattr(gradient, "dense_shape"):
+            # A tf.IndexedSlices gradient (Embedding on TensorFlow), possibly with repeated rows:
+            # densify (summing the repeats) before anything squares it. torch's dense optimizers update
+            # every row as well (Adam's moments decay where the gradient is zero).
+            gradient = ops.add(ops.zeros(variable.shape, dtype=gradient.dtype), gradient)
         return ops.cast(gradient, variable.dtype), ops.cast(learning_rate, variable.dtype)
 
     def _step_number(self) -> Any:

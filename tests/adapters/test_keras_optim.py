@@ -23,7 +23,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -60,6 +60,7 @@ XLA_PARAM_TOL = 5e-5
 LOSS_TOL = 1e-5
 
 FIT = {"n": 64, "d_in": 6, "hidden": 8, "d_out": 3, "batch": 16, "epochs": 2}
+EMB = {"n": 64, "seq": 4, "vocab": 12, "dim": 5, "batch": 16}
 
 KERAS_BACKENDS = ["tensorflow", "torch"]
 
@@ -83,6 +84,12 @@ def _problem() -> dict[str, np.ndarray]:
     out["fit_b0"] = (rng.standard_normal(f["hidden"]) * 0.1).astype(np.float32)
     out["fit_w1"] = (rng.standard_normal((f["hidden"], f["d_out"])) * 0.4).astype(np.float32)
     out["fit_b1"] = (rng.standard_normal(f["d_out"]) * 0.1).astype(np.float32)
+    e = EMB
+    out["emb_x"] = rng.integers(0, e["vocab"], size=(e["n"], e["seq"])).astype(np.int32)  # repeats rows
+    out["emb_y"] = rng.standard_normal((e["n"], 1)).astype(np.float32)
+    out["emb_e"] = (rng.standard_normal((e["vocab"], e["dim"])) * 0.3).astype(np.float32)
+    out["emb_w"] = (rng.standard_normal((e["seq"] * e["dim"], 1)) * 0.3).astype(np.float32)
+    out["emb_b"] = np.zeros(1, np.float32)
     return out
 
 
@@ -194,6 +201,24 @@ WORKER = textwrap.dedent(
         t0 = time.perf_counter()
         run_apply(meta["configs"], mode)
         info["timing"][f"apply/{mode}"] = round(time.perf_counter() - t0, 2)
+    def run_embedding_fit():
+        # Embedding gradients are tf.IndexedSlices on TensorFlow, with repeated rows.
+        e = meta["emb"]
+        model = keras.Sequential([
+            keras.Input((e["seq"],), dtype="int32"),
+            keras.layers.Embedding(e["vocab"], e["dim"]),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ])
+        model.set_weights([prob["emb_e"], prob["emb_w"], prob["emb_b"]])
+        model.compile(optimizer=make_keras_optimizer(OptimizerSpec(**meta["configs"]["adam"])), loss="mse")
+        model.fit(prob["emb_x"], prob["emb_y"], batch_size=e["batch"], epochs=1, shuffle=False, verbose=0)
+        for j, w in enumerate(model.get_weights()):
+            out[f"emb/w{j}"] = w
+
+    t0 = time.perf_counter()
+    run_embedding_fit()
+    info["timing"]["emb"] = round(time.perf_counter() - t0, 2)
     for name in meta["fit_configs"]:
         for jit in (["auto", True] if backend == "tensorflow" else ["auto"]):
             t0 = time.perf_counter()
@@ -254,6 +279,23 @@ def _torch_fit(prob: dict[str, np.ndarray], cfg: dict[str, Any]) -> tuple[np.nda
     return np.asarray(losses), weights
 
 
+def _torch_embedding_fit(prob: dict[str, np.ndarray]) -> list[np.ndarray]:
+    e = EMB
+    emb, lin = torch.nn.Embedding(e["vocab"], e["dim"]), torch.nn.Linear(e["seq"] * e["dim"], 1)
+    with torch.no_grad():
+        emb.weight.copy_(torch.from_numpy(prob["emb_e"]))
+        lin.weight.copy_(torch.from_numpy(prob["emb_w"].T.copy()))
+        lin.bias.copy_(torch.from_numpy(prob["emb_b"]))
+    opt = _torch_optimizer(CONFIGS["adam"], [*emb.parameters(), *lin.parameters()])
+    x, y = torch.from_numpy(prob["emb_x"]).long(), torch.from_numpy(prob["emb_y"])
+    for s in range(0, e["n"], e["batch"]):
+        opt.zero_grad()
+        out = lin(emb(x[s:s + e["batch"]]).flatten(1))
+        torch.nn.functional.mse_loss(out, y[s:s + e["batch"]]).backward()
+        opt.step()
+    return [emb.weight.detach().numpy(), lin.weight.detach().numpy().T, lin.bias.detach().numpy()]
+
+
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, np.ndarray], Path]:
     prob = _problem()
@@ -262,26 +304,16 @@ def problem(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, np.ndar
     return prob, path
 
 
-@pytest.fixture(scope="module")
-def torch_reference(problem: tuple[dict[str, np.ndarray], Path]) -> dict[str, Any]:
-    prob, _ = problem
-    torch.manual_seed(0)
-    return {
-        "apply": {name: _torch_apply(prob, cfg) for name, cfg in CONFIGS.items()},
-        "fit": {name: _torch_fit(prob, CONFIGS[name]) for name in FIT_CONFIGS},
-    }
-
-
 def _available(keras_backend: str) -> bool:
     return keras_backend != "tensorflow" or importlib.util.find_spec("tensorflow") is not None
 
 
 @pytest.fixture(scope="module")
-def keras_runs(problem: tuple[dict[str, np.ndarray], Path]) -> dict[str, Any]:
-    """Run WORKER once per installed Keras backend, all at once (each in its own process)."""
+def keras_procs(problem: tuple[dict[str, np.ndarray], Path]) -> Iterator[dict[str, tuple[Path, Any]]]:
+    """Start WORKER once per installed Keras backend, all at once (each in its own process)."""
     _, path = problem
     meta = {"n_params": len(SHAPES), "steps": STEPS, "lr_change_at": LR_CHANGE_AT, "configs": CONFIGS,
-            "fit_configs": list(FIT_CONFIGS), "fit": FIT}
+            "fit_configs": list(FIT_CONFIGS), "fit": FIT, "emb": EMB}
     procs = {}
     for kb in KERAS_BACKENDS:
         if not _available(kb):
@@ -293,8 +325,34 @@ def keras_runs(problem: tuple[dict[str, np.ndarray], Path]) -> dict[str, Any]:
         procs[kb] = (out_path, subprocess.Popen(
             [sys.executable, "-c", WORKER, str(path), str(out_path), json.dumps(meta)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT)))
+    yield procs
+    for _, proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def torch_reference(problem: tuple[dict[str, np.ndarray], Path], keras_procs) -> dict[str, Any]:
+    """torch.optim on the same problem (computed while the Keras workers run)."""
+    prob, _ = problem
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # elementwise results do not depend on it; idle OpenMP spinning does
+    try:
+        return {
+            "apply": {name: _torch_apply(prob, cfg) for name, cfg in CONFIGS.items()},
+            "fit": {name: _torch_fit(prob, CONFIGS[name]) for name in FIT_CONFIGS},
+            "emb": _torch_embedding_fit(prob),
+        }
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def keras_runs(keras_procs, torch_reference) -> dict[str, Any]:
+    """The workers' results: backend -> (arrays, info), or the exception of a failed worker."""
     runs: dict[str, Any] = {}
-    for kb, (out_path, proc) in procs.items():
+    for kb, (out_path, proc) in keras_procs.items():
         try:
             stdout, stderr = proc.communicate(timeout=300)
         except subprocess.TimeoutExpired:
@@ -363,3 +421,12 @@ def test_fit_matches_torch(keras_backend, config, keras_runs, torch_reference):
         w_diff = _max_abs([out[f"{key}/w{j}"] for j in range(4)], ref_weights)
         print(f"{keras_backend} {key}: max per-step loss diff {loss_diff:.3g}, final weight diff {w_diff:.3g}")
         assert loss_diff <= LOSS_TOL, f"{key}: per-step loss differs by {loss_diff:.3g} > {LOSS_TOL}"
+
+
+@pytest.mark.parametrize("keras_backend", KERAS_BACKENDS)
+def test_embedding_fit_matches_torch(keras_backend, keras_runs, torch_reference):
+    """Sparse (tf.IndexedSlices, repeated rows) gradients are densified before the update."""
+    out, _ = _run(keras_runs, keras_backend)
+    diff = _max_abs([out[f"emb/w{j}"] for j in range(3)], torch_reference["emb"])
+    print(f"{keras_backend} embedding fit: final weight diff {diff:.3g}")
+    assert diff <= LOSS_TOL

@@ -59,7 +59,8 @@ def _keras_torch_available() -> bool:
 
 
 @pytest.mark.skipif(not _keras_torch_available() or len(BACKENDS) < 2, reason="needs keras, torch and a torch trainer")
-@pytest.mark.parametrize("optimizer", [{"name": "sgd", "lr": 0.05, "momentum": 0.9}, {"name": "adam", "lr": 0.003}])
+@pytest.mark.parametrize("optimizer", [{"name": "sgd", "lr": 0.05, "momentum": 0.9}, {"name": "adam", "lr": 0.003},
+                                       {"name": "adamw", "lr": 0.003}])
 def test_keras_on_torch_agrees_with_the_others(make_spec, optimizer, tmp_path):
     """Keras picks its tensor backend once per process: keras/torch runs in a subprocess."""
     import subprocess

@@ -261,3 +261,30 @@ def test_seed_changes_the_run(backend, make_spec):
     la = [r["train/loss"] for r in read_csv(a.run_dir / "metrics.csv")[1] if r["train/loss"]]
     lb = [r["train/loss"] for r in read_csv(b.run_dir / "metrics.csv")[1] if r["train/loss"]]
     assert la != lb
+
+
+def test_keras_refuses_a_second_tensor_backend_in_one_process(backend, make_spec):
+    if backend != "keras":
+        pytest.skip("keras only")
+    import keras
+
+    other = "torch" if keras.backend.backend() != "torch" else "tensorflow"
+    with pytest.raises(NotSupportedError, match=f"--keras-backend {other}"):
+        fit(make_spec({"keras_backend": other}), backend)
+
+
+def test_impossible_model_backend_pair_fails_up_front(backend, make_spec, user_code, tmp_path):
+    """A torch module on Keras/TensorFlow or a TensorFlow Keras model on a torch trainer: refused before training."""
+    import sys
+
+    if backend == "keras":
+        if sys.modules["keras"].backend.backend() == "torch":
+            pytest.skip("Keras on torch trains torch modules")
+        factory, match = "make_net", "keras_backend 'torch'"
+    else:
+        if "keras" not in sys.modules or sys.modules["keras"].backend.backend() == "torch":
+            pytest.skip("needs Keras loaded on a non-torch backend")
+        factory, match = "make_keras_net", "KERAS_BACKEND=torch"
+    with pytest.raises((SpecError, NotSupportedError), match=match):
+        fit(make_spec({"model": {"arch": None, "factory": f"{user_code}:{factory}"}}), backend)
+    assert not any((tmp_path / "runs").rglob("summary.json"))
