@@ -1,17 +1,20 @@
 """adapters/keras_optim.py: Keras 3 optimizers that reproduce torch.optim's updates.
 
-Keras fixes its backend per process, so each Keras backend runs in one subprocess (``KERAS_BACKEND``)
-that does every config; this process computes the torch.optim reference and compares.
+Keras fixes its backend per process, so each Keras backend runs in one subprocess (``KERAS_BACKEND``,
+all started at once) that does every config; this process computes the torch.optim reference meanwhile
+and compares.
 
-Two checks per backend:
-* the optimizer alone: identical float32 parameters and an identical, fixed sequence of 300 gradients
-  (some entries ~1e-8 in the first steps, which is where torch's and Keras's Adam differ most; the learning
-  rate is halved at step 150 through ``optimizer.learning_rate = x``), applied with
-  ``optimizer.apply_gradients`` -> final parameters within 1e-6 of torch.optim's (on TensorFlow also
-  inside ``tf.function(jit_compile=True)``);
-* training: a small Dense model trained with ``model.fit`` -> per-step losses within 1e-5 of a torch
-  ``nn.Linear`` model with the same initial weights, batches and optimizer (on TensorFlow with
-  ``jit_compile`` False and True).
+* The optimizer alone: identical float32 parameters (4 tensors incl. a bias vector) and one fixed
+  sequence of 300 gradients (a quarter of the entries ~1e-8 for the first 5 steps, where Keras's own Adam
+  differs most from torch's; the learning rate is halved at step 150 with ``optimizer.learning_rate = x``),
+  applied with ``optimizer.apply_gradients``. Final parameters within 1e-6 of torch.optim's on the torch
+  backend (eager) and on TensorFlow in a ``tf.function`` (what fit runs on a CPU-only machine); within
+  XLA_PARAM_TOL under ``jit_compile=True`` (see there why).
+* Training: a small Dense model trained with ``model.fit`` has per-step losses within 1e-5 of a torch
+  ``nn.Linear`` model with the same initial weights, batches and optimizer (TF: jit_compile "auto" and
+  True), and so does an Embedding model (sparse ``tf.IndexedSlices`` gradients with repeated rows on TF).
+* Keras API facts the optimizers rely on: ``iterations`` counts finished updates (incremented after
+  ``update_step``), get_config/from_config round-trips, jit_compile="auto" resolution.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "rmsprop_momentum_wd": {"name": "rmsprop", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4},
 }
 FIT_CONFIGS = ("sgd_nesterov_wd", "adam", "adamw", "rmsprop_momentum_wd")
+FIT_XLA_CONFIGS = ("sgd_nesterov_wd", "adamw")  # TF fit(jit_compile=True) as well
 
 SHAPES = [(7, 5), (5,), (3, 4, 2), (64, 33)]  # incl. bias vectors; sizes on and off the SIMD width
 STEPS = 300
@@ -55,7 +59,8 @@ PARAM_TOL = 1e-6
 # Under XLA (TF jit_compile=True) the compiler contracts every float32 `x * y + z` into an FMA, also
 # where torch rounds the product first (AdamW's `param * (1 - lr * wd)`, SGD's `momentum * buf`);
 # keras.ops cannot prevent that. AdamW: ~25% of the elements differ by 1 ulp after the first step and
-# the differences random-walk; measured 1.4e-5 after 300 steps (|param| up to 3.8), SGD momentum 1.2e-6.
+# the differences random-walk; measured 1.3e-5 - 1.4e-5 after 300 steps (|param| up to 3.8);
+# SGD momentum 1.2e-6 - 1.4e-6.
 XLA_PARAM_TOL = 5e-5
 LOSS_TOL = 1e-5
 
@@ -135,18 +140,20 @@ WORKER = textwrap.dedent(
         else:
             import tensorflow as tf
 
-            # One tf.function for all configs and a tf.while_loop over the steps (one trace, one XLA
-            # compilation), as fit does with steps_per_execution.
-            @tf.function(jit_compile=(mode == "xla"), reduce_retracing=True)
-            def _apply(*segment):
+            # One tf.function for all configs and a tf.while_loop over the steps: one trace and one XLA
+            # compilation (same input shapes on every call), as fit does with steps_per_execution.
+            all_grads = [tf.constant(g) for g in grads]
+
+            @tf.function(jit_compile=(mode == "xla"))
+            def _apply(start, stop, *stacked):
                 def body(t):
-                    apply_one([g[t] for g in segment])
+                    apply_one([g[t] for g in stacked])
                     return (t + 1,)
 
-                tf.while_loop(lambda t: t < tf.shape(segment[0])[0], body, (tf.constant(0),))
+                tf.while_loop(lambda t: t < stop, body, (start,))
 
             def apply_steps(start, stop):
-                _apply(*[tf.constant(g[start:stop]) for g in grads])
+                _apply(tf.constant(start), tf.constant(stop), *all_grads)
 
         iters_seen = {name: [] for name in configs}
         for start, stop in ((0, 1), (1, 2), (2, lr_change_at), (lr_change_at, steps)):
@@ -220,7 +227,10 @@ WORKER = textwrap.dedent(
     run_embedding_fit()
     info["timing"]["emb"] = round(time.perf_counter() - t0, 2)
     for name in meta["fit_configs"]:
-        for jit in (["auto", True] if backend == "tensorflow" else ["auto"]):
+        # jit_compile="auto" everywhere (False on CPU-only TF and on torch); True on TF for two configs
+        # (the XLA apply run above covers every config).
+        jits = ["auto", True] if backend == "tensorflow" and name in meta["fit_xla_configs"] else ["auto"]
+        for jit in jits:
             t0 = time.perf_counter()
             run_fit(name, meta["configs"][name], jit)
             info["timing"][f"fit/{name}/jit_{jit}"] = round(time.perf_counter() - t0, 2)
@@ -313,7 +323,8 @@ def keras_procs(problem: tuple[dict[str, np.ndarray], Path]) -> Iterator[dict[st
     """Start WORKER once per installed Keras backend, all at once (each in its own process)."""
     _, path = problem
     meta = {"n_params": len(SHAPES), "steps": STEPS, "lr_change_at": LR_CHANGE_AT, "configs": CONFIGS,
-            "fit_configs": list(FIT_CONFIGS), "fit": FIT, "emb": EMB}
+            "fit_configs": list(FIT_CONFIGS),
+            "fit_xla_configs": list(FIT_XLA_CONFIGS), "fit": FIT, "emb": EMB}
     procs = {}
     for kb in KERAS_BACKENDS:
         if not _available(kb):
@@ -429,4 +440,4 @@ def test_embedding_fit_matches_torch(keras_backend, keras_runs, torch_reference)
     out, _ = _run(keras_runs, keras_backend)
     diff = _max_abs([out[f"emb/w{j}"] for j in range(3)], torch_reference["emb"])
     print(f"{keras_backend} embedding fit: final weight diff {diff:.3g}")
-    assert diff <= LOSS_TOL
+    assert diff <= PARAM_TOL  # squaring undensified repeated rows gave 4e-2
