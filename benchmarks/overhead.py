@@ -651,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{b} {results[b]['facade']['ms_per_step']:.3f}" for b in backends)
           + (" (steady state, epochs 2..E: " + ", ".join(f"{b} {results[b]['facade']['steady_ms_per_step']:.3f}"
                                                       for b in backends if b in KERAS) + ")"
-             if any(b in KERAS for b in backends) else "") + ".")
+             if any(b in KERAS for b in backends) and args.epochs > 1 else "") + ".")
     for b in backends:
         r = results[b]
         rn = r["ratio_vs_native"]
@@ -661,13 +661,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"min-max ms/step native {r['native']['ms_per_step_min_max'][0]:.3f}-"
                 f"{r['native']['ms_per_step_min_max'][1]:.3f}, facade {r['facade']['ms_per_step_min_max'][0]:.3f}-"
                 f"{r['facade']['ms_per_step_min_max'][1]:.3f}.")
-        if "steady_of_medians" in rn:
+        if "steady_of_medians" in rn and rn["steady_of_medians"] == rn["steady_of_medians"]:  # not NaN (1 epoch)
             line += (f" Steady state (epoch 2 start -> train end, epochs 2..E, no tracing): native "
                      f"{r['native']['steady_ms_per_step']:.3f}, facade {r['facade']['steady_ms_per_step']:.3f} "
                      f"ms/step, ratio {rn['steady_of_medians']:.2f} (paired {rn['steady_paired']:.2f}).")
         if "jit_compile" in r["native"]:
-            line += (f" Native compile(jit_compile='auto') resolved to jit_compile={r['native']['jit_compile']} "
-                     f"(the facade compiles with False).")
+            resolved = r["native"]["jit_compile"]
+            line += (f" Native compile(jit_compile='auto') resolved to model.jit_compile={resolved}"
+                     + (" (no XLA: Keras turns 'auto' off on a CPU-only TensorFlow machine and on torch), the facade's "
+                        "own setting, so the table compares the same non-XLA execution." if resolved == [False] else
+                        "; the facade compiles with jit_compile=False, so the two differ here (see native-xla)."))
         if "native_lean" in r:
             rl = r["ratio_vs_native_lean"]
             line += (f" Diagnostic native-lean (batch-at-once loader like the facade's"
