@@ -50,10 +50,11 @@ The timed window (the fairest one both sides share):
     (adapters/keras.py); native Keras gets a tiny callback with ``on_train_begin``/``on_train_end`` (plus
     ``on_epoch_begin``, for the steady-state figure below) and no batch-level hook, so Keras keeps its
     asynchronous per-batch callback dispatch where it has one (the torch backend; TensorFlow is not
-    "thread safe" for Keras and dispatches synchronously whatever the callbacks). The window includes
-    ``tf.function`` tracing (TensorFlow: the train step for the full and the partial last batch, and native's
-    test step), a one-time cost that is a large part of a 5-epoch run, so the Keras lines also give the
-    *steady state*: start of epoch 2 -> train end, per optimizer step of epochs 2..E (validation included).
+    "thread safe" for Keras and dispatches synchronously whatever the callbacks). On TensorFlow the window
+    includes the one-time ``tf.function`` tracing and graph optimisation (measured 0.7-1.1 s for the first
+    train step on either side, plus ~0.1 s for native's test step), a large part of a 5-epoch run, so the
+    Keras lines also give the *steady state*: start of epoch 2 -> train end, per optimizer step of epochs
+    2..E (validation included).
 
 Method: per backend, rounds of one run of every side (order rotated per round, F N L / N L F / ...);
 one warm-up round discarded; medians of ``--repeats`` rounds. The table's ratio is median(facade) /
