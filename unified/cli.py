@@ -58,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a spec value for every backend (value parsed as YAML)")
     cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
+    tn = sub.add_parser("tune", help="search the spec's tune.space with Optuna (each trial a normal run)")
+    _common(tn)
+    tn.add_argument("--n-trials", type=int, metavar="N", help="trials in the study (default: tune.n_trials)")
+    tn.add_argument("--storage", metavar="URL",
+                    help="Optuna RDB URL shared by all workers, e.g. postgresql://user:pw@host/db "
+                         "(default: tune.storage, else sqlite:///<logging.dir>/<name>/tune.db)")
+    tn.add_argument("--study-name", metavar="NAME", help="study name (default: tune.study_name, else the spec's name)")
+    tn.add_argument("--workers", type=int, default=1, metavar="K", help="local worker processes sharing the storage")
+    tn.add_argument("--out", metavar="DIR",
+                    help="where best.yaml, history.png, trials.csv go (default: <logging.dir>/<name>/tune/<study>)")
+    tn.add_argument("--worker-only", action="store_true", help="run queued trials, no final report (another machine)")
+    tn.add_argument("--worker-tag", default="", help=argparse.SUPPRESS)
+    tn.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
     bk = sub.add_parser("backends", help="installed backends, versions and features")
     bk.add_argument("--json", action="store_true", help="machine-readable output")
     bk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -142,6 +156,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from unified.tune import tune
+
+    result = tune(args.spec, args.backend, overrides=_overrides(args), n_trials=args.n_trials, storage=args.storage,
+                  study_name=args.study_name, workers=args.workers, out=args.out, keras_backend=args.keras_backend,
+                  worker_only=args.worker_only, tag=args.worker_tag)
+    if result is None:  # --worker-only
+        return EXIT_OK
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))
+    print(f"study {result.study_name}: {counts}")
+    if result.best is None:
+        _err(f"no trial completed (see {result.out_dir / 'trials.csv'})")
+        return EXIT_FAILED
+    b = result.best
+    params = "  ".join(f"{k}={v}" for k, v in b["params"].items())
+    print(f"best trial {b['number']}: {result.metric}={b['value']:.6g}  [{params}]  {b['run_dir']}")
+    print(f"written: {result.out_dir}: {', '.join(result.files)}")
+    print(f"train it: unified run {result.out_dir / 'best.yaml'}")
+    return EXIT_OK
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     from adapters.base import FEATURE_CHECKS
     from unified.registry import available_backends, load_adapter
@@ -174,7 +209,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "validate": cmd_validate, "compare": cmd_compare, "backends": cmd_backends,
+    "run": cmd_run, "validate": cmd_validate, "compare": cmd_compare, "backends": cmd_backends, "tune": cmd_tune,
 }
 
 

@@ -73,7 +73,7 @@ class PythonRef(_Model):
 class DataSpec(_Model):
     """Where the data comes from and how it is split and batched."""
 
-    source: str
+    source: Optional[str] = None  # None: the data is passed to UnifiedTrainer.fit(data=...)
     target: Optional[str] = None
     features: Optional[list[str]] = None
     x_key: str = "x"
@@ -87,7 +87,9 @@ class DataSpec(_Model):
 
     @field_validator("source")
     @classmethod
-    def _source(cls, v: str) -> str:
+    def _source(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
         scheme, sep, rest = v.partition(":")
         if not sep or scheme not in DATA_SCHEMES:
             raise ValueError(
@@ -111,11 +113,11 @@ class DataSpec(_Model):
 
     @property
     def scheme(self) -> str:
-        return self.source.partition(":")[0]
+        return (self.source or "").partition(":")[0]
 
     @property
     def location(self) -> str:
-        return self.source.partition(":")[2]
+        return (self.source or "").partition(":")[2]
 
 
 class ModelSpec(_Model):
@@ -194,7 +196,12 @@ class OptimizerSpec(_Model):
 
 
 class SchedulerSpec(_Model):
-    """Learning-rate schedule (``interval: step`` counts optimizer steps)."""
+    """Learning-rate schedule with ``torch.optim.lr_scheduler``'s formulas and defaults.
+
+    ``interval: step`` counts optimizer steps (one per accumulated update). ``warmup_steps`` (in
+    ``interval`` units) puts a linear warm-up (torch ``LinearLR``) in front of ``step``, ``cosine`` and
+    ``exponential`` (torch ``SequentialLR``); ``linear_warmup`` is the warm-up alone, then a constant lr.
+    """
 
     name: Literal["step", "cosine", "exponential", "reduce_on_plateau", "onecycle", "linear_warmup"]
     interval: Literal["epoch", "step"] = "epoch"
@@ -204,11 +211,29 @@ class SchedulerSpec(_Model):
     eta_min: float = Field(0.0, ge=0.0)
     factor: float = Field(0.1, gt=0.0, lt=1.0)
     patience: int = Field(10, ge=0)
+    threshold: float = Field(1e-4, ge=0.0)
+    cooldown: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0.0)
     mode: Literal["min", "max"] = "min"
     monitor: str = "val/loss"
     max_lr: Optional[float] = Field(None, gt=0.0)
+    total_steps: Optional[int] = Field(None, gt=0)
     pct_start: float = Field(0.3, gt=0.0, lt=1.0)
+    div_factor: float = Field(25.0, gt=0.0)
+    final_div_factor: float = Field(1e4, gt=0.0)
     warmup_steps: int = Field(0, ge=0)
+    warmup_start_factor: float = Field(1.0 / 3, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "SchedulerSpec":
+        if self.name == "reduce_on_plateau" and self.interval != "epoch":
+            raise ValueError("reduce_on_plateau steps at epoch end on its monitor: interval must be 'epoch'")
+        if self.name == "linear_warmup" and self.warmup_steps == 0:
+            raise ValueError("linear_warmup needs warmup_steps > 0")
+        if self.warmup_steps and self.name in ("onecycle", "reduce_on_plateau"):
+            raise ValueError(f"warmup_steps does not combine with {self.name} (onecycle warms up by pct_start; "
+                             f"use it with step, cosine, exponential or linear_warmup)")
+        return self
 
 
 class TrainerSpec(_Model):
@@ -342,6 +367,88 @@ class ExportSpec(_Model):
     tolerance: float = Field(1e-4, gt=0.0)
 
 
+TUNE_PRUNERS = ("median", "hyperband", "none")
+TUNE_SAMPLERS = ("tpe", "random")
+# Metrics where higher is better: the default tune.direction for them is maximize.
+HIGHER_IS_BETTER = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "auroc", "r2")
+
+
+class TuneParamSpec(_Model):
+    """One dimension of ``tune.space``: a float or int range, or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = Field(None, gt=0.0)
+    choices: Optional[list[Any]] = None
+
+    @model_validator(mode="after")
+    def _check_one(self) -> "TuneParamSpec":
+        if self.type == "categorical":
+            if self.choices is None or len(self.choices) == 0:
+                raise ValueError("type categorical needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("low/high/log/step apply to type float and int, not categorical")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"'choices' applies to type categorical, not {self.type}")
+        if self.low is None or self.high is None:
+            raise ValueError(f"type {self.type} needs 'low' and 'high'")
+        if self.type == "int":
+            for name in ("low", "high", "step"):
+                v = getattr(self, name)
+                if v is not None and float(v) != int(v):
+                    raise ValueError(f"{name}: type int needs a whole number, got {v!r}")
+        if self.low >= self.high:
+            raise ValueError(f"low must be < high, got low={self.low!r}, high={self.high!r}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got low={self.low!r}")
+        if self.log and self.step is not None:
+            raise ValueError("give 'log' or 'step', not both (Optuna cannot combine them)")
+        return self
+
+    def candidates(self) -> list[Any]:
+        """Values that must each make a valid spec: the ends of a range, or every choice."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        cast = int if self.type == "int" else float
+        return [cast(self.low), cast(self.high)]
+
+
+class TuneSpec(_Model):
+    """Hyperparameter search with Optuna (``unified tune``). See docs/spec.md#tune."""
+
+    metric: Optional[str] = None
+    direction: Optional[Literal["minimize", "maximize"]] = None
+    n_trials: int = Field(20, gt=0)
+    space: dict[str, TuneParamSpec]
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner_startup_trials: int = Field(5, ge=0)
+    pruner_warmup_epochs: int = Field(0, ge=0)
+    sampler: Literal["tpe", "random"] = "tpe"
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: dict[str, TuneParamSpec]) -> dict[str, TuneParamSpec]:
+        if not v:
+            raise ValueError("needs at least one entry, e.g. {optimizer.lr: {type: float, low: 1e-4, high: 1e-1, log: true}}")
+        for key in v:
+            if key.split(".")[0] in ("tune", "name", "backend", "keras_backend", "logging"):
+                raise ValueError(f"{key}: cannot be tuned (it names the study, its backend or where runs go)")
+        return v
+
+    @field_validator("study_name")
+    @classmethod
+    def _study_name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.match(r"^[\w.\-]+$", v):
+            raise ValueError(f"expected letters, digits, '.', '-' or '_' (it names a folder), got {v!r}")
+        return v
+
+
 class Spec(_Model):
     """The whole experiment. See ``docs/spec.md`` for every field."""
 
@@ -350,7 +457,7 @@ class Spec(_Model):
     backend: Optional[str] = None
     keras_backend: Optional[Literal["tensorflow", "torch", "jax"]] = None
     task: Literal["classification", "binary", "regression"] = "classification"
-    data: DataSpec
+    data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: Optional[Literal["cross_entropy", "bce_with_logits", "mse", "mae", "huber"]] = None
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -360,6 +467,7 @@ class Spec(_Model):
     callbacks: list[CallbackSpec] = Field(default_factory=list)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    tune: Optional[TuneSpec] = None
 
     def __init__(self, **data: Any) -> None:
         # Keyword construction reports like file loading: one SpecError line with a suggestion.
@@ -418,6 +526,8 @@ class Spec(_Model):
         # so with a python metric present the facade repeats this check at run time.
         if not any(isinstance(m, MetricSpec) for m in self.metrics or []):
             check_monitors(self, self.metric_names())
+        if self.tune is not None:
+            check_tune_space(self)
         return self
 
     # -- derived values -------------------------------------------------------------------------------
@@ -487,6 +597,70 @@ def check_monitors(spec: Spec, metric_names: list[str]) -> None:
     if spec.scheduler is not None and spec.scheduler.name == "reduce_on_plateau":
         if spec.scheduler.monitor not in keys:
             raise SpecError(_choice_msg(spec.scheduler.monitor, keys, "not a logged key"), path="scheduler.monitor")
+    tune = getattr(spec, "tune", None)
+    if tune is not None and tune.metric is not None and tune.metric not in keys:
+        raise SpecError(_choice_msg(tune.metric, keys, "not a logged key"), path="tune.metric")
+
+
+def tune_metric(spec: Spec) -> tuple[str, str]:
+    """``(metric, direction)`` that ``unified tune`` optimizes, with the defaults resolved.
+
+    The metric defaults to the monitor of the first ``model_checkpoint`` / ``early_stopping`` callback,
+    else ``val/loss``. The direction defaults to the mode of a callback monitoring that metric, else
+    ``maximize`` for accuracy, f1/precision/recall macro, auroc and r2, else ``minimize``.
+    """
+    tune = spec.tune
+    metric = tune.metric if tune is not None else None
+    monitors = [(cb.config.monitor, cb.config.mode) for cb in spec.callbacks  # type: ignore[attr-defined]
+                if cb.kind in ("model_checkpoint", "early_stopping")]
+    if metric is None:
+        metric = monitors[0][0] if monitors else "val/loss"
+    direction = tune.direction if tune is not None else None
+    if direction is None:
+        modes = [mode for monitor, mode in monitors if monitor == metric]
+        if modes:
+            direction = "maximize" if modes[0] == "max" else "minimize"
+        else:
+            direction = "maximize" if metric.split("/")[-1] in HIGHER_IS_BETTER else "minimize"
+    return metric, direction
+
+
+def check_tune_space(spec: Spec) -> None:
+    """Raise (a ValueError naming ``tune.space.<key>``) unless every value of every range makes a valid spec.
+
+    Each key is applied with ``--set`` rules to the spec without its ``tune`` section, once per end of the
+    range (or per choice), and the result validated: an unknown key or a value the field refuses fails here,
+    before any trial runs.
+    """
+    assert spec.tune is not None
+    space = spec.tune.space
+    for i, params in enumerate(spec.tune.enqueue):
+        for key, value in params.items():
+            where = f"tune.enqueue[{i}].{key}"
+            if key not in space:
+                raise ValueError(f"{where}: " + _choice_msg(key, list(space), "not a tune.space key"))
+            p = space[key]
+            if p.type == "categorical":
+                if value not in (p.choices or []):
+                    raise ValueError(f"{where}: {value!r} is not one of the choices {p.choices}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not p.low <= value <= p.high:  # type: ignore[operator]
+                raise ValueError(f"{where}: expected a number in [{p.low}, {p.high}], got {value!r}")
+    base = spec.model_dump(mode="json", exclude={"tune"})
+    base["callbacks"] = [c.model_dump(mode="json") for c in spec.callbacks]
+    for key, param in spec.tune.space.items():
+        where = f"tune.space.{key}"
+        for value in param.candidates():
+            try:
+                Spec.model_validate(apply_overrides(base, [(key, value)]))
+            except ValidationError as e:
+                inner = _to_spec_error(e, None)
+                if "unknown key" in inner.detail or "not a mapping" in inner.detail:
+                    raise ValueError(f"{where}: not a spec key ({inner})") from None
+                raise ValueError(f"{where}: value {value!r} makes an invalid spec: {inner}") from None
+            except SpecError as e:
+                if "not a mapping" in e.detail or "expected an index" in e.detail:
+                    raise ValueError(f"{where}: not a spec key ({e.detail})") from None
+                raise ValueError(f"{where}: value {value!r} makes an invalid spec: {e}") from None
 
 
 # -- loading -------------------------------------------------------------------------------------------
