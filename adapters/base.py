@@ -34,6 +34,7 @@ FEATURE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 CORE_FEATURES = frozenset({
     "precision:32", "csv", "callbacks", "early_stopping", "model_checkpoint", "max_steps",
     "custom_metric", "custom_model", "numpy_data", "progress_bar",
+    "logger:tensorboard", "logger:mlflow",  # written by the facade (unified.loggers), the same on every backend
 })
 
 
@@ -47,6 +48,17 @@ class BackendAdapter(ABC):
     name: ClassVar[str]
     packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into summary.json
     features: ClassVar[frozenset[str]] = CORE_FEATURES
+    # feature -> why the backend cannot do it (said instead of "not ... yet" when it never will here)
+    feature_notes: ClassVar[dict[str, str]] = {}
+    # export: the module with ``export(adapter, fmt, out_dir, preprocess, example)`` and ``requires(fmt, spec)``
+    # (adapters/export_*.py), and the formats it gives (``export_formats_for`` when they depend on the spec).
+    exporter: ClassVar[Optional[str]] = None
+    export_formats: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def export_formats_for(cls, spec: Any) -> frozenset[str]:
+        """The export formats this backend gives for ``spec`` (``onnx``, ``torchscript``, ...)."""
+        return cls.export_formats
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -61,12 +73,16 @@ class BackendAdapter(ABC):
     @classmethod
     def unsupported(cls, spec: Any) -> list[str]:
         """What ``spec`` asks for that this backend cannot do (empty when it can run it)."""
-        return [desc for feat, (asks, desc) in FEATURE_CHECKS.items() if asks(spec) and feat not in cls.features]
+        have = cls.features | {f"export:{f}" for f in cls.export_formats_for(spec)}
+        return [desc for feat, (asks, desc) in FEATURE_CHECKS.items() if asks(spec) and feat not in have]
 
     @classmethod
     def check_spec(cls, spec: Any) -> None:
         """Raise NotSupportedError, before anything runs, naming what the backend cannot do."""
         missing = cls.unsupported(spec)
+        for feat, (asks, desc) in FEATURE_CHECKS.items():
+            if asks(spec) and feat not in cls.features and feat in cls.feature_notes:
+                raise NotSupportedError(f"backend {cls.name!r} does not support {desc}: {cls.feature_notes[feat]}")
         if missing:
             raise NotSupportedError(
                 f"backend {cls.name!r} does not support {'; '.join(missing)} yet "
@@ -103,3 +119,19 @@ class BackendAdapter(ABC):
     def native_model(self) -> Optional[Any]:
         """The trained native model object (``torch.nn.Module``, ``keras.Model``)."""
         return None
+
+    # -- exact resume ----------------------------------------------------------------------------------
+    @classmethod
+    def read_checkpoint(cls, path: Any, spec: Any) -> tuple[dict[str, Any], Any]:
+        """Read a native checkpoint written by :meth:`save_checkpoint`, before the run starts.
+
+        Returns:
+            ``(run state, payload)``: the facade's run state (:meth:`unified.events.RunEvents.resume_state`)
+            and whatever :meth:`restore` needs. Raises SpecError when ``path`` is not such a checkpoint.
+        """
+        raise NotSupportedError(f"backend {cls.name!r} cannot resume from a checkpoint yet")
+
+    def restore(self, payload: Any, run_state: dict[str, Any]) -> None:
+        """Load weights, optimizer/scheduler state and counters from :meth:`read_checkpoint`'s payload,
+        and start the canonical batch order where the checkpoint left it."""
+        raise NotSupportedError(f"backend {self.name!r} cannot resume from a checkpoint yet")

@@ -16,7 +16,9 @@ from unified.callbacks import Callback, EarlyStopping, ModelCheckpoint, TrainSta
 from unified.context import RunContext
 from unified.errors import NotSupportedError, SpecError, TrainingError
 from unified.events import RunEvents
+from unified.schedules import optimizer_steps_per_epoch
 from unified.files import atomic_write_json
+from unified.loggers import RunLoggers
 from unified.logging import CsvLogger, ProgressDisplay, new_run_dir, prepare_run_dir
 from unified.spec import MetricSpec, Spec, check_monitors, load_spec, logged_keys
 
@@ -34,6 +36,7 @@ class FitResult:
         epochs: epochs run; global_step: optimizer steps taken.
         run_dir: the run directory.
         train_time_s: seconds inside the training loop.
+        history: every epoch's value of every logged key, ``{"val/loss": [epoch 1, epoch 2, ...]}``.
     """
 
     status: str
@@ -45,6 +48,18 @@ class FitResult:
     train_time_s: float
     wall_time_s: float
     summary: dict[str, Any] = field(default_factory=dict, repr=False)
+    history: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+
+class _History(Callback):
+    """Collects each epoch's end-of-epoch value of every logged key (``FitResult.history``)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        for key, value in state.metrics.items():
+            self.values.setdefault(key, []).append(value)
 
 
 class _BestTracker(Callback):
@@ -65,6 +80,12 @@ class _BestTracker(Callback):
 
     def as_dict(self) -> dict[str, Any]:
         return {"monitor": self.monitor, "mode": self.mode, "value": self.value, "epoch": self.epoch}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value, self.epoch = state.get("value"), state.get("epoch")
 
 
 def _is_arraylike(obj: Any) -> bool:
@@ -115,7 +136,7 @@ class UnifiedTrainer:
         self.result: Optional[FitResult] = None
 
     # -- public API -----------------------------------------------------------------------------------
-    def fit(self, model: Any = None, data: Any = None) -> FitResult:
+    def fit(self, model: Any = None, data: Any = None, *, resume: Optional[Union[str, os.PathLike]] = None) -> FitResult:
         """Train. Model and data come from the spec unless given here.
 
         Args:
@@ -124,6 +145,12 @@ class UnifiedTrainer:
             data: ``(x, y)`` arrays (split into train/val by the spec), ``((x, y), (x_val, y_val))``,
                 ``{"train": (x, y), "val": (x, y), "test": (x, y)}``, or native loaders:
                 a train loader, or ``(train_loader, val_loader)``.
+            resume: continue a run exactly: a run directory (its newest of ``checkpoints/interrupted.ckpt``
+                and ``checkpoints/last.ckpt``; the run continues in that directory) or a native checkpoint
+                file of this backend (a new run directory, like Lightning's ``fit(ckpt_path=...)``). Weights,
+                optimizer and scheduler state, epoch/step counters, the position in the batch order and the
+                callbacks' state are restored. A portable ``.npz``/``.safetensors`` file (any backend's)
+                loads weights only: the optimizer, counters and batch order start afresh.
 
         Returns:
             FitResult with the status, the last metrics, the best monitored value and the run directory.
@@ -135,14 +162,26 @@ class UnifiedTrainer:
             KeyboardInterrupt: after ``summary.json`` was written with ``status: interrupted``.
         """
         from unified.data import load_dataset
+        from unified.distributed import world_from_env
         from unified.metrics import build_metrics
         from unified.models import build_plan, import_target
         from unified.registry import load_adapter
 
         wall_start = time.perf_counter()
-        spec = self.spec
         adapter_cls = load_adapter(self.backend)
-        adapter_cls.check_spec(spec)
+        adapter_cls.check_spec(self.spec)
+        world = self._check_world(world_from_env())
+        if world is None:  # trainer.devices > 1 on one machine: start the other ranks, train as rank 0
+            return self._fit_launched(model, data, resume)
+        worker = not world.is_zero  # writes nothing that lasts: its run directory is a temporary one
+        if worker:
+            self.spec = _worker_spec(self.spec)
+        self.world = world
+        spec = self.spec
+        if spec.export.formats:  # refused up front, naming the formats this backend gives
+            from unified.export import check_formats
+
+            check_formats(adapter_cls, spec, list(spec.export.formats), verify=spec.export.verify)
 
         dataset, loaders = (load_dataset(spec, self.base_dir), {}) if data is None else self._user_data(data)
         num_classes = dataset.num_classes if dataset is not None else None
@@ -161,44 +200,84 @@ class UnifiedTrainer:
                 import_target(spec.model.factory, "model.factory", self.base_dir)
         callbacks = build_callbacks(spec, self.base_dir) + self.extra_callbacks
         tracker = self._best_tracker(callbacks)
+        steps_per_epoch = dataset.steps_per_epoch() if dataset is not None else _len_or_none(loaders.get("train"))
+        if steps_per_epoch is not None:  # optimizer steps: one per accumulate_grad_batches batches
+            steps_per_epoch = optimizer_steps_per_epoch(steps_per_epoch, spec.trainer.accumulate_grad_batches)
+        resume_plan = self._resume_plan(resume, adapter_cls, steps_per_epoch) if resume is not None else None
+        history = _History()
 
-        created = self.run_dir is None
-        run_dir = new_run_dir(spec.logging.dir, spec.name, self.backend) if created else prepare_run_dir(self.run_dir)
+        self._summary_extra: dict[str, Any] = {}
+        loggers = RunLoggers(spec, logged_keys(spec, names)).connect()  # a bad tracking URI fails here
+
+        in_place = resume_plan is not None and resume_plan["run_dir"] is not None and not worker
+        created = self.run_dir is None and not in_place
+        if worker:
+            import tempfile
+
+            run_dir = prepare_run_dir(tempfile.mkdtemp(prefix=f"unified-rank{world.rank}-"))
+        elif in_place:
+            run_dir = resume_plan["run_dir"]  # type: ignore[index]
+        else:
+            run_dir = new_run_dir(spec.logging.dir, spec.name, self.backend) if created else prepare_run_dir(self.run_dir)
         self.run_dir = run_dir
         try:
             spec.save(run_dir / "spec.yaml")
             if dataset is not None and dataset.classes is not None:
                 atomic_write_json(run_dir / "classes.json", dataset.classes)
-            steps_per_epoch = dataset.steps_per_epoch() if dataset is not None else _len_or_none(loaders.get("train"))
+            if dataset is not None:  # what `unified export RUN_DIR` needs to bake the standardization in
+                from unified.export.preprocess import Preprocess
+
+                Preprocess.from_dataset(dataset, "spec" if model is None else "fit(model=...)").save(run_dir)
             state = TrainState(backend=self.backend, run_dir=run_dir, max_epochs=spec.trainer.max_epochs,
                                max_steps=spec.trainer.max_steps, steps_per_epoch=steps_per_epoch)
-            csv = CsvLogger(run_dir / "metrics.csv", logged_keys(spec, names))
+            if in_place and resume_plan["state"] is not None:  # type: ignore[index]
+                from unified.resume import truncate_metrics
+
+                truncate_metrics(run_dir / "metrics.csv", ["epoch", "step", *logged_keys(spec, names)],
+                                 resume_plan["state"])  # type: ignore[index]
+            csv = CsvLogger(run_dir / "metrics.csv", logged_keys(spec, names), append=in_place)
             max_steps, epochs = spec.trainer.max_steps, spec.trainer.max_epochs
             if max_steps is not None:  # max_steps wins over max_epochs
                 epochs = math.ceil(max_steps / steps_per_epoch) if steps_per_epoch else None
             total = max_steps or (steps_per_epoch * epochs if steps_per_epoch and epochs else None)
             shown = ("train/loss", "val/loss", *(f"val/{n}" for n in names[:2]))
             progress = ProgressDisplay(total, epochs, keys=shown) if spec.trainer.progress_bar else None
-            events = RunEvents(state, callbacks + [tracker], csv, progress, spec.trainer.log_every_n_steps)
+            events = RunEvents(state, callbacks + [tracker, history], csv, progress, spec.trainer.log_every_n_steps)
             ctx = RunContext(spec=spec, backend=self.backend, run_dir=run_dir, events=events, metrics=metrics,
                              dataset=dataset, plan=plan, user_model=model, user_loaders=loaders)
             self._ctx = ctx
+            loggers.start(run_dir)
+            events.loggers = (loggers,) if loggers else ()
+            self._summary_extra = loggers.summary_fields()
             self._write_summary(state, tracker, adapter_cls, 0.0, time.perf_counter() - wall_start, {})
             adapter = adapter_cls(ctx)
+            events.save_last_at_end = not any(isinstance(cb, ModelCheckpoint) for cb in callbacks)
+            if resume_plan is not None:
+                self._apply_resume(resume_plan, adapter, events, state)
         except (SpecError, NotSupportedError):
+            loggers.discard()
             if created:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
+        except BaseException:
+            loggers.close("failed")
+            raise
         self._adapter = adapter
         error: Optional[BaseException] = None
+        from unified.resume import SignalGuard
+
+        guard = SignalGuard(events.request_interrupt)
+        events.signal_guard = guard
         try:
-            adapter.fit()
+            with guard:
+                adapter.fit()
         except KeyboardInterrupt as e:
             state.status, error = "interrupted", e
         except BaseException as e:  # noqa: BLE001 - recorded in summary.json, then re-raised
             state.status, error = "failed", e
         finally:
             csv.close()
+            loggers.flush()
             if progress:
                 progress.close()
         if error is None:
@@ -207,18 +286,28 @@ class UnifiedTrainer:
             if dataset is not None and dataset.test is not None:
                 test = adapter.evaluate("test")
                 state.metrics.update(test)
+        self._summary_extra = loggers.summary_fields()
         summary = self._write_summary(state, tracker, adapter_cls, events.train_time_s,
                                       time.perf_counter() - wall_start, {"error": _one_line(error)} if error else {})
         self.result = FitResult(status=state.status, metrics=dict(state.metrics), best=summary["best"],
                                 epochs=state.epoch, global_step=state.global_step, run_dir=run_dir,
                                 train_time_s=events.train_time_s, wall_time_s=summary["wall_time_s"],
-                                summary=summary)
+                                summary=summary, history=history.values)
+        loggers.close(state.status)  # after summary.json: MLflow gets it as an artifact, and its status
+        if worker:
+            shutil.rmtree(run_dir, ignore_errors=True)
         if error is not None:
             if isinstance(error, (KeyboardInterrupt, SpecError, NotSupportedError)):
                 raise error
             raise TrainingError(f"training failed: {_one_line(error)} (run directory: {run_dir})") from error
         if state.status == "failed":
             raise TrainingError(f"training failed: {state.stop_reason} (run directory: {run_dir})")
+        from unified.export.sources import save_final_weights
+
+        if not worker:
+            save_final_weights(run_dir, adapter.get_weights())  # checkpoints/final.npz, for `unified export`
+        if spec.export.formats:
+            self.export()
         return self.result
 
     def evaluate(self, split: Optional[str] = None, data: Any = None) -> dict[str, float]:
@@ -226,7 +315,8 @@ class UnifiedTrainer:
 
         Args:
             split: ``val`` or ``test``; default ``val``, or ``test`` when ``data`` is given.
-            data: ``(x, y)`` to evaluate on instead of the split.
+            data: ``(x, y)`` to evaluate on instead of the split, a ``tf.data`` dataset of ``(x, y)``,
+                or (when the model was trained on native loaders) a loader of ``(x, y)`` batches.
 
         Returns:
             ``{"<split>/loss": ..., "<split>/<metric>": ...}`` computed by ``unified.metrics``.
@@ -238,6 +328,16 @@ class UnifiedTrainer:
         if data is None:
             return adapter.evaluate(split)
         from unified.data import Split
+        from unified.native_data import arrays_of, is_batch_loader
+
+        data = arrays_of(data, "evaluate(data=...)")
+        if ctx.user_loaders and is_batch_loader(data):
+            saved_loaders = ctx.user_loaders
+            ctx.user_loaders = {**saved_loaders, split: data}
+            try:
+                return adapter.evaluate(split)
+            finally:
+                ctx.user_loaders = saved_loaders
 
         if ctx.dataset is None:
             raise SpecError("evaluate(data=...) needs the model to have been trained on arrays or spec data")
@@ -253,9 +353,16 @@ class UnifiedTrainer:
     def predict(self, x: Any) -> Any:
         """Raw model outputs (logits for classification) for raw features ``x``, as a numpy array.
 
-        The spec's preprocessing (standardization) is applied to ``x`` first.
+        The spec's preprocessing (standardization) is applied to ``x`` first. ``x`` may also be a loader
+        of batches or a ``tf.data`` dataset (their inputs are predicted in order).
         """
+        from unified.native_data import is_batch_loader, is_tf_dataset, loader_inputs, tf_dataset_arrays
+
         adapter, ctx = self._require_fit()
+        if is_tf_dataset(x):
+            x = tf_dataset_arrays(x, "predict(x)")[0]
+        elif is_batch_loader(x):
+            x = loader_inputs(x)
         xt = ctx.dataset.transform(x) if ctx.dataset is not None else x
         return adapter.predict(xt)
 
@@ -270,9 +377,27 @@ class UnifiedTrainer:
         idx = (out.reshape(len(out), -1)[:, 0] > 0).astype(np.int64) if self.spec.task == "binary" else out.argmax(-1)
         return ctx.dataset.decode(idx) if ctx.dataset is not None else idx.tolist()
 
-    def export(self, formats: Union[str, list[str]] = "onnx") -> None:
-        """Export the trained model (not implemented yet)."""
-        raise NotSupportedError("export is not supported yet")
+    def export(self, formats: Union[str, list[str], None] = None, *, out: Optional[Union[str, os.PathLike]] = None,
+               verify: Optional[bool] = None, tolerance: Optional[float] = None) -> dict[str, Any]:
+        """Export the trained model, standardization included, and verify every artifact.
+
+        Args:
+            formats: ``"onnx"``, ``"onnx,torchscript"`` or a list (``onnx``, ``torchscript``, ``savedmodel``,
+                ``keras``, ``tflite``); default: the spec's ``export.formats``, else ``onnx``.
+            out: the export directory (default ``<run_dir>/export``, replaced as a whole).
+            verify: reload each artifact in its runtime and compare (default: ``export.verify``).
+            tolerance: the largest accepted absolute output difference (default: ``export.tolerance``).
+
+        Returns:
+            The manifest (also written to ``<out>/manifest.json``).
+
+        Raises:
+            NotSupportedError: the backend cannot give a format (nothing is written).
+            VerificationError: an artifact differs from the trained model by more than the tolerance.
+        """
+        from unified.export import export_trainer
+
+        return export_trainer(self, formats, out=out, verify=verify, tolerance=tolerance)
 
     @property
     def model(self) -> Any:
@@ -281,6 +406,34 @@ class UnifiedTrainer:
         return adapter.native_model()
 
     # -- helpers -------------------------------------------------------------------------------------
+    def _check_world(self, world: Any) -> Any:
+        """This process's World; None when the facade must start the other processes itself."""
+        from unified.distributed import wanted_world_size
+
+        want = wanted_world_size(self.spec)
+        if world.distributed:
+            if world.world_size != want:
+                raise SpecError(f"trainer.devices * trainer.num_nodes: the job has WORLD_SIZE={world.world_size} "
+                                f"processes but the spec asks for {want}", path="trainer.devices")
+            return world
+        if want == 1:
+            return world
+        if self.spec.trainer.num_nodes > 1:
+            raise SpecError("trainer.num_nodes > 1: start the processes on every machine with torchrun "
+                            "(see docs/scaling.md)", path="trainer.num_nodes")
+        return None
+
+    def _fit_launched(self, model: Any, data: Any, resume: Any) -> FitResult:
+        from unified.distributed import Launch
+
+        launch = Launch(self.spec)
+        with launch:
+            result = self.fit(model, data, resume=resume)
+        failed = launch.failed()
+        if failed:
+            raise TrainingError(f"training failed: {'; '.join(failed)} (run directory: {result.run_dir})")
+        return result
+
     def _require_fit(self) -> tuple[Any, RunContext]:
         if self._adapter is None or self._ctx is None:
             raise RuntimeError("call fit() first")
@@ -289,7 +442,13 @@ class UnifiedTrainer:
     def _user_data(self, data: Any) -> tuple[Any, dict[str, Any]]:
         from unified.data import dataset_from_arrays
 
+        from unified.native_data import arrays_of
+
         spec = self.spec
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            data = type(data)(arrays_of(d, f"fit(data=...)[{i}]") for i, d in enumerate(data))
+        else:
+            data = arrays_of(data, "fit(data=...)")
         if isinstance(data, dict):
             if "train" not in data:
                 raise SpecError(f"fit(data={{...}}): expected keys train[, val, test], got {sorted(data)}")
@@ -306,6 +465,65 @@ class UnifiedTrainer:
             return None, {"train": data, "val": None}
         raise SpecError(f"fit(data=...): expected (x, y) arrays, a dict of splits or native loaders, "
                         f"got {type(data).__name__}")
+
+    def _resume_plan(self, target: Any, adapter_cls: Any, steps_per_epoch: Optional[int]) -> dict[str, Any]:
+        """Read what ``resume`` points at and check it fits this run, before anything is written."""
+        from unified.resume import find_checkpoint, is_portable, load_portable_weights, nothing_left
+
+        ckpt, run_dir = find_checkpoint(target)
+        if run_dir is not None and self.run_dir is not None and self.run_dir.resolve() != run_dir.resolve():
+            raise SpecError(f"--resume {target} continues that run directory; --run-dir {self.run_dir} names "
+                            f"another (resume from {ckpt} to start a new run directory from it)")
+        if is_portable(ckpt):
+            return {"path": ckpt, "run_dir": None, "state": None, "payload": None,
+                    "weights": load_portable_weights(ckpt)}
+        if run_dir is not None and (run_dir / "summary.json").is_file():
+            import json
+
+            try:
+                prev = json.loads((run_dir / "summary.json").read_text())
+            except ValueError:
+                prev = {}
+            if prev.get("backend") not in (None, self.backend) or (
+                    self.backend == "keras" and prev.get("keras_backend") not in (None, self.spec.keras_backend)):
+                was = prev.get("backend") + (f" (keras_backend {prev.get('keras_backend')})"
+                                             if prev.get("backend") == "keras" else "")
+                raise SpecError(f"--resume {target}: that run used backend {was}; resume it with that backend, or "
+                                f"continue on {self.backend} from {run_dir / 'checkpoints' / 'last.npz'} "
+                                f"(portable weights only)")
+        run_state, payload = adapter_cls.read_checkpoint(ckpt, self.spec)
+        if run_state.get("backend") not in (None, self.backend):
+            raise SpecError(f"--resume {ckpt}: written by backend {run_state.get('backend')!r}, not {self.backend!r}; "
+                            f"exact resume needs the same backend (use the .npz beside it to continue here from "
+                            f"its weights only)")
+        spe = run_state.get("steps_per_epoch")
+        if spe is not None and steps_per_epoch is not None and spe != steps_per_epoch:
+            raise SpecError(f"--resume {ckpt}: the checkpoint has {spe} batches per epoch, this spec {steps_per_epoch} "
+                            f"(data or data.batch_size changed); the batch position cannot be restored")
+        why = nothing_left(run_state, self.spec, steps_per_epoch)
+        if why:
+            raise SpecError(f"--resume {ckpt}: nothing left to train: {why}; raise it to train further")
+        return {"path": ckpt, "run_dir": run_dir, "state": run_state, "payload": payload, "weights": None}
+
+    def _apply_resume(self, plan: dict[str, Any], adapter: Any, events: RunEvents, state: TrainState) -> None:
+        import sys
+
+        state.resumed_from = str(plan["path"])
+        if plan["weights"] is not None:
+            try:
+                adapter.set_weights(plan["weights"])
+            except SpecError as e:
+                raise SpecError(f"--resume {plan['path']}: {e.detail}") from None
+            except (RuntimeError, KeyError, ValueError) as e:
+                raise SpecError(f"--resume {plan['path']}: the weights do not fit this model: "
+                                f"{str(e).strip().splitlines()[0]}") from None
+            sys.stderr.write(f"unified: warning: --resume {plan['path']}: portable weights, so weights only: the "
+                             f"optimizer and scheduler state, epoch/step counters, batch position and callback "
+                             f"state start afresh\n")
+            return
+        adapter.restore(plan["payload"], plan["state"])
+        for warning in events.load_resume_state(plan["state"]):
+            sys.stderr.write(f"unified: warning: --resume: {warning}\n")
 
     def _best_tracker(self, callbacks: list[Callback]) -> _BestTracker:
         for cls in (ModelCheckpoint, EarlyStopping):
@@ -330,15 +548,27 @@ class UnifiedTrainer:
             "best": tracker.as_dict(),
             "train_time_s": round(train_time, 6),
             "wall_time_s": round(wall_time, 6),
-            "world_size": 1,
+            "world_size": getattr(self, "world", None).world_size if getattr(self, "world", None) else 1,
             "seed": self.spec.seed,
+            "precision": self.spec.trainer.precision,
             "run_dir": str(self.run_dir),
             "versions": {"python": platform.python_version(), "unified-trainer": __version__,
                          "numpy": numpy.__version__, **adapter_cls.versions()},
+            **getattr(self, "_summary_extra", {}),
+            **({"resumed_from": state.resumed_from} if state.resumed_from else {}),
             **extra,
         }
         atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
+
+
+def _worker_spec(spec: Spec) -> Spec:
+    """The spec a rank other than 0 runs: no progress line, no external loggers, no export."""
+    d = spec.model_dump(mode="python")
+    d["trainer"]["progress_bar"] = False
+    d["logging"]["loggers"] = ["csv"]
+    d["export"]["formats"] = []
+    return Spec(**d)
 
 
 def _len_or_none(obj: Any) -> Optional[int]:
