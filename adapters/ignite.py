@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from adapters import torch_common as tc
 from unified.context import RunContext
+from unified.errors import SpecError
 
 try:
     from ignite.engine import Engine, Events
@@ -21,41 +23,87 @@ import torch
 class IgniteAdapter(tc.TorchAdapter):
     name = "ignite"
     packages = ("torch", "pytorch-ignite")
+    features = tc.TorchAdapter.features | {"scheduler", "accumulation", "gradient_clipping", "precision:bf16-mixed",
+                                           "distributed"}
+    feature_notes = {"precision:16-mixed": "float16 autocast on CPU needs a GradScaler, whose overflow check is a "
+                                           "host sync every step, and Lightning refuses it on CPU; use "
+                                           "trainer.precision: bf16-mixed"}
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
-        self.optimizer = tc.make_optimizer(ctx.spec.optimizer, self.model.parameters())
+        self.optimizer = self.new_optimizer(self.model.parameters())
+        self.new_scheduler(self.optimizer)  # torch's scheduler, stepped from the Engine (self.scheduler)
         self.engine: Engine | None = None
+        self._resume: dict[str, Any] | None = None  # the checkpoint's run state + engine state, for fit()
 
     def _train_step(self) -> Any:
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+        if self.world.distributed:  # gradients averaged across ranks in backward (gloo on CPU)
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        user_step = self.user_step_loss()
 
-        def step(engine: Engine, batch: Any) -> torch.Tensor:
+        tr = self.ctx.spec.trainer
+        accumulate, clip_norm, precision = tr.accumulate_grad_batches, tr.gradient_clip_norm, tr.precision
+        scheduler = self.scheduler if self.schedule_plan is not None and self.schedule_plan.interval == "step" else None
+
+        def step(engine: Engine, batch: Any) -> torch.Tensor | None:
             # Like create_supervised_trainer, but returns the detached loss tensor instead of
             # loss.item(): no host sync per step (the facade syncs on logging steps only).
+            # Accumulation as Lightning: each micro-batch loss / N (also in a partial last window),
+            # the optimizer steps on every N-th batch of the epoch and on its last batch; the output is
+            # the window's mean loss on a stepping batch, else None.
             model.train()
-            optimizer.zero_grad()
-            x, y = tc.unpack(batch)
-            loss = loss_fn(model(x), y)
-            loss.backward()
+            first = last = True
+            if accumulate > 1:
+                it, length = engine.state.iteration, engine.state.epoch_length  # it already counts this batch
+                pos = (it - 1) % length + 1 if length else it
+                first, last = (pos - 1) % accumulate == 0, pos % accumulate == 0 or pos == length
+            if first:
+                optimizer.zero_grad()
+            with tc.autocast(precision):
+                if user_step is not None:  # a user's LightningModule.training_step
+                    loss = user_step(batch, (engine.state.iteration - 1) % (engine.state.epoch_length or 2**62))
+                else:
+                    x, y = tc.unpack(batch)
+                    loss = loss_fn(model(x), y)
+            (loss / accumulate if accumulate > 1 else loss).backward()
+            self.add_micro_loss(loss.detach())
+            if not last:
+                return None
+            if clip_norm is not None:
+                tc.clip_grad_norm(model.parameters(), clip_norm)
+            self.step_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
-            return loss.detach()
+            if scheduler is not None:
+                scheduler.step()
+            return self.take_step_loss()
 
         return step
+
+    def global_step(self, engine: Engine) -> int:
+        """Optimizer steps after the engine's current iteration (a pure function of the Engine's state)."""
+        it, length, n = engine.state.iteration, engine.state.epoch_length, self.ctx.spec.trainer.accumulate_grad_batches
+        if n == 1 or not length:
+            return -(-it // n)
+        done, pos = divmod(it, length)
+        return done * -(-length // n) + -(-pos // n)
 
     def fit(self) -> None:
         ctx, events, spec = self.ctx, self.ctx.events, self.ctx.spec
         events.bind(self, self.current_lr)
+        self.world = tc.join_world(events)  # several processes: Ignite's native distributed (gloo)
         loader = tc.train_loader(ctx)
         val_loader = tc.eval_loader(ctx, "val")
         trainer = Engine(self._train_step())
+        trainer.logger.setLevel(logging.CRITICAL)  # its "terminating due to exception": the facade reports errors
         self.engine = trainer
         acc = ctx.accumulator("val")
         model, loss_sum = self.model, self.loss_sum
 
         def eval_step(engine: Engine, batch: Any) -> None:
             model.eval()
-            tc.eval_batch(model, loss_sum, batch, acc)
+            with tc.autocast(self.precision):
+                tc.eval_batch(model, loss_sum, batch, acc)
 
         evaluator = Engine(eval_step)
         max_steps = spec.trainer.max_steps
@@ -72,21 +120,31 @@ class IgniteAdapter(tc.TorchAdapter):
             events.epoch_start(engine.state.epoch)
 
         def on_iteration_completed(engine: Engine) -> None:
+            if engine.state.output is None:
+                return  # a micro-batch inside an accumulation window: no optimizer step yet
             it = engine.state.iteration
             length = engine.state.epoch_length or it
-            events.train_batch_end(engine.state.output, it, (it - 1) % length)
-            if events.state.should_stop or (max_steps is not None and it >= max_steps):
+            step = self.global_step(engine)
+            events.train_batch_end(engine.state.output, step, (it - 1) % length)
+            if events.state.should_stop or (max_steps is not None and step >= max_steps):
                 engine.terminate_epoch()  # EPOCH_COMPLETED still fires: the partial epoch is validated
+
+        plan, scheduler = self.schedule_plan, self.scheduler
 
         def on_epoch_completed(engine: Engine) -> None:
             epoch_open["value"] = False
+            full_epoch = not engine.state.epoch_length or engine.state.iteration % engine.state.epoch_length == 0
+            if plan is not None and plan.interval == "epoch" and plan.name != "reduce_on_plateau" and full_epoch:
+                scheduler.step()  # as Lightning: after the epoch's last optimizer step, before validation
             val = None
             if val_loader is not None:
                 acc.reset()
                 evaluator.run(val_loader)
                 val = acc.compute()
             stop = events.epoch_end(val)
-            if stop or (max_steps is not None and engine.state.iteration >= max_steps):
+            if plan is not None and plan.name == "reduce_on_plateau":
+                scheduler.step(events.state.metrics.get(plan.monitor, float("nan")))
+            if stop or (max_steps is not None and self.global_step(engine) >= max_steps):
                 engine.terminate()
 
         trainer.add_event_handler(Events.STARTED, on_started)
@@ -97,22 +155,63 @@ class IgniteAdapter(tc.TorchAdapter):
 
         if max_steps is not None:
             steps = len(loader) if hasattr(loader, "__len__") else None
+            if steps:
+                steps = -(-steps // spec.trainer.accumulate_grad_batches)  # optimizer steps per epoch
             max_epochs = math.ceil(max_steps / steps) if steps else 2**31 - 1
         else:
             max_epochs = spec.trainer.max_epochs
+        if self._resume is not None:
+            # Ignite's own resume: the Engine continues from the restored iteration (mid-epoch too, counting
+            # the epoch's done batches as done); the canonical sampler leaves those batches out.
+            tc.start_sampler_at(loader, self._resume["run_state"], events.state.steps_per_epoch,
+                                spec.trainer.accumulate_grad_batches)
+            trainer.load_state_dict(self._resume["engine"])
+            self._resume = None
         try:
             trainer.run(loader, max_epochs=max_epochs)
         except BaseException as e:
             events.exception(e)
             raise
+        finally:
+            if self.world.distributed:
+                torch.distributed.destroy_process_group()
 
     def save_checkpoint(self, path: str) -> None:
         # The layout of ignite.handlers.Checkpoint: one dict of state_dicts, loadable with
         # Checkpoint.load_objects(to_load={"model": ..., "optimizer": ..., "trainer": ...}, checkpoint=...).
+        # "scheduler" when the spec has one; "unified" is the facade's run state (counters, batch position,
+        # callback state) that exact resume needs beyond Ignite's own.
         obj: dict[str, Any] = {"model": self.model.state_dict()}
         if self.optimizer is not None:
             obj["optimizer"] = self.optimizer.state_dict()
+        if getattr(self, "scheduler", None) is not None:
+            obj["scheduler"] = self.scheduler.state_dict()
         if self.engine is not None:
             obj["trainer"] = self.engine.state_dict()
+        obj["unified"] = tc.pack_run_state(self.ctx.events.resume_state())
         torch.save(obj, path)
+
+    @classmethod
+    def read_checkpoint(cls, path: Any, spec: Any) -> tuple[dict[str, Any], Any]:
+        obj = tc.load_torch_checkpoint(path, "ignite")
+        if not isinstance(obj, dict) or not {"model", "trainer", "unified"} <= set(obj):
+            kind = "a Lightning checkpoint" if isinstance(obj, dict) and "pytorch-lightning_version" in obj else \
+                "not an ignite checkpoint written by unified-trainer"
+            raise SpecError(f"--resume {path}: {kind} (expected the keys model, optimizer, trainer, unified)")
+        return tc.unpack_run_state(obj["unified"], path), obj
+
+    def restore(self, payload: Any, run_state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(payload["model"])
+            if "optimizer" in payload:
+                self.optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise SpecError(f"--resume: the checkpoint does not fit this model/optimizer: "
+                            f"{str(e).strip().splitlines()[0]}") from None
+        sched = getattr(self, "scheduler", None)
+        if sched is not None and "scheduler" in payload:
+            sched.load_state_dict(payload["scheduler"])
+        if "torch_rng" in payload["unified"]:
+            torch.set_rng_state(payload["unified"]["torch_rng"])
+        self._resume = {"run_state": run_state, "engine": payload["trainer"]}
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from adapters.base import BackendAdapter
+from adapters.lightning_module import user_steps
 from unified.context import RunContext
 from unified.data import Dataset, Split
 from unified.errors import SpecError
@@ -160,6 +161,98 @@ def make_optimizer(opt: Any, params: Any) -> torch.optim.Optimizer:
     raise SpecError(f"unknown optimizer {opt.name!r}", path="optimizer.name")
 
 
+def make_scheduler(plan: Any, optimizer: torch.optim.Optimizer) -> Any:
+    """torch's scheduler for a resolved :class:`unified.schedules.SchedulePlan` (``None`` for no plan).
+
+    ``unified.schedules`` repeats these classes in pure Python for Keras, in the same construction order.
+    """
+    if plan is None:
+        return None
+    from torch.optim import lr_scheduler as ls
+
+    p = plan
+    if p.name == "reduce_on_plateau":
+        return ls.ReduceLROnPlateau(optimizer, mode=p.mode, factor=p.factor, patience=p.patience,
+                                    threshold=p.threshold, threshold_mode="rel", cooldown=p.cooldown,
+                                    min_lr=p.min_lr)
+    if p.name == "onecycle":
+        # cycle_momentum=False: the spec's momentum / beta1 stay fixed on every backend.
+        return ls.OneCycleLR(optimizer, max_lr=p.max_lr, total_steps=p.total_steps, pct_start=p.pct_start,
+                             anneal_strategy="cos", cycle_momentum=False, div_factor=p.div_factor,
+                             final_div_factor=p.final_div_factor)
+    if p.name == "linear_warmup":
+        return ls.LinearLR(optimizer, start_factor=p.warmup_start_factor, end_factor=1.0, total_iters=p.warmup_steps)
+    warmup = (ls.LinearLR(optimizer, start_factor=p.warmup_start_factor, end_factor=1.0, total_iters=p.warmup_steps)
+              if p.warmup_steps else None)
+    if p.name == "step":
+        main = ls.StepLR(optimizer, step_size=p.step_size, gamma=p.gamma)
+    elif p.name == "cosine":
+        main = ls.CosineAnnealingLR(optimizer, T_max=p.t_max, eta_min=p.eta_min)
+    elif p.name == "exponential":
+        main = ls.ExponentialLR(optimizer, gamma=p.gamma)
+    else:
+        raise SpecError(f"unknown scheduler {p.name!r}", path="scheduler.name")
+    if warmup is None:
+        return main
+    return ls.SequentialLR(optimizer, [warmup, main], milestones=[p.warmup_steps])
+
+
+def autocast(precision: str) -> Any:
+    """The forward-pass context for ``trainer.precision``: bf16 autocast on CPU, else a no-op."""
+    if precision == "bf16-mixed":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def clip_grad_norm(parameters: Any, max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_`` (what Lightning's ``gradient_clip_algorithm="norm"`` calls)."""
+    torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+
+def join_world(events: Any) -> Any:
+    """Join the job's process group when this process is one of several (``unified.distributed``).
+
+    Returns the World. Makes ``events`` reduce what it logs across ranks (the mean train loss) and agree
+    on stopping; each rank validates on the whole validation split, so validation metrics, and every
+    decision taken from them, are the same on all ranks without a reduction.
+    """
+    from unified.distributed import world_from_env
+
+    world = world_from_env()
+    if not world.distributed:
+        return world
+    import torch.distributed as dist
+
+    if not dist.is_initialized():  # Lightning's DDP strategy initialises it itself
+        dist.init_process_group("gloo", rank=world.rank, world_size=world.world_size)
+
+    def mean(value: Any) -> Any:
+        t = value.detach().float().clone() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        dist.all_reduce(t)
+        return t / world.world_size
+
+    def any_rank(flag: bool) -> bool:
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    events.reduce_mean, events.reduce_any = mean, any_rank
+    return world
+
+
+def shard(idx: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s part of one global batch: contiguous, sizes differing by at most one.
+
+    A global batch smaller than the world (a tiny last batch) is repeated so every rank gets a sample,
+    as torch's DistributedSampler pads.
+    """
+    if len(idx) < world_size:
+        idx = np.resize(idx, world_size)
+    return np.array_split(idx, world_size)[rank]
+
+
 class _SplitTensors(torch.utils.data.Dataset):
     """A split held as two tensors; indexed by a whole batch of indices at once (no per-sample collate)."""
 
@@ -182,15 +275,36 @@ class CanonicalBatchSampler(Sampler):
     """
 
     def __init__(self, dataset: Dataset, start_epoch: int = 0) -> None:
+        from unified.distributed import world_from_env
+
         self.dataset = dataset
         self._next_epoch = start_epoch
+        self._skip: Optional[tuple[int, int]] = None
+        world = world_from_env()  # several processes: each takes its part of every global batch
+        self._rank, self._world_size = world.rank, world.world_size
 
     def set_epoch(self, epoch: int) -> None:
         self._next_epoch = epoch
 
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """Start at 0-based ``epoch``, leaving out its first ``skip`` batches (done before a checkpoint).
+
+        ``len()`` stays the full epoch: the trainers count the skipped batches as done (Lightning's
+        restored batch progress, Ignite's restored iteration).
+        """
+        self._next_epoch = epoch
+        self._skip = (epoch, skip) if skip else None
+
     def __iter__(self) -> Iterator[torch.Tensor]:
         epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
-        for idx in self.dataset.epoch_batches(epoch):
+        batches = self.dataset.epoch_batches(epoch)
+        if self._skip is not None:
+            if self._skip[0] == epoch:
+                batches = batches[self._skip[1]:]
+            self._skip = None
+        if self._world_size > 1:
+            batches = [shard(idx, self._rank, self._world_size) for idx in batches]
+        for idx in batches:
             yield torch.from_numpy(idx)
 
     def __len__(self) -> int:
@@ -259,16 +373,112 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarr
     return np.concatenate(outs) if outs else np.zeros((0,), dtype=np.float32)
 
 
+def pack_run_state(run_state: dict[str, Any]) -> dict[str, Any]:
+    """The facade's run state as JSON text + tensors (loadable with ``torch.load(weights_only=True)``)."""
+    from unified.resume import pack_state
+
+    text, arrays = pack_state(run_state)
+    return {"meta": text, "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+            "torch_rng": torch.get_rng_state()}
+
+
+def unpack_run_state(blob: Any, path: Any) -> dict[str, Any]:
+    from unified.resume import unpack_state
+
+    if not isinstance(blob, dict) or "meta" not in blob:
+        raise SpecError(f"--resume {path}: the checkpoint holds no unified-trainer run state")
+    return unpack_state(blob["meta"], {k: v.numpy() for k, v in blob.get("arrays", {}).items()})
+
+
+def load_torch_checkpoint(path: Any, kind: str) -> Any:
+    """``torch.load`` a checkpoint safely (``weights_only``); a foreign or corrupt file is a SpecError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a user input problem here
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(f"--resume {path}: not a {kind} checkpoint written by unified-trainer ({first})") from None
+
+
+def start_sampler_at(loader: Any, run_state: dict[str, Any], steps_per_epoch: Optional[int],
+                     accumulate: int = 1) -> tuple[int, int]:
+    """Point the canonical sampler at the checkpoint's place in the batch order.
+
+    ``steps_per_epoch`` counts optimizer steps; returns ``(0-based epoch, optimizer steps of it done)``.
+    """
+    from unified.resume import resume_position
+
+    epoch0, done = resume_position(run_state, steps_per_epoch)
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, CanonicalBatchSampler):
+        sampler.resume_at(epoch0, min(done * accumulate, len(sampler)))
+    return epoch0, done
+
+
 class TorchAdapter(BackendAdapter):
     """What the two torch trainers share: model, losses, weights, prediction and evaluation."""
+
+    exporter = "adapters.export_torch"
+    export_formats = frozenset({"onnx", "torchscript"})
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
         self.model = build_model(ctx)
         self.loss_fn, self.loss_sum = make_losses(ctx.spec.resolved_loss())
         self.optimizer: Optional[torch.optim.Optimizer] = None
+        # A user's LightningModule brings its own training_step / configure_optimizers (adapters/lightning_module.py).
+        self.steps = user_steps(self.model) if ctx.user_model is not None else None
+        # Schedule, accumulation and precision (docs/semantics.md): the torch scheduler (checkpointed with
+        # the optimizer), the lr the last optimizer step used (what `lr` logs), the open accumulation window.
+        self.scheduler: Any = None
+        self.schedule_plan: Any = None
+        self.step_lr: Optional[float] = None
+        self.precision = ctx.spec.trainer.precision
+        self._win_loss: Any = None
+        self._win_n = 0
+
+    def batches_per_epoch(self) -> Optional[int]:
+        """Micro-batches per epoch (``None`` for a native loader without ``len``)."""
+        if self.ctx.dataset is not None:
+            return self.ctx.dataset.steps_per_epoch()
+        loader = self.ctx.user_loaders.get("train")
+        try:
+            return len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+    def new_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        """Build ``self.scheduler`` (torch's, for ``spec.scheduler``) on ``optimizer``; ``None`` without one."""
+        from unified.schedules import check_monitor_available, plan_schedule
+
+        self.schedule_plan = plan_schedule(self.ctx.spec, self.batches_per_epoch())
+        check_monitor_available(self.schedule_plan, self.ctx.has_val)
+        self.scheduler = make_scheduler(self.schedule_plan, optimizer)
+        return self.scheduler
+
+    def add_micro_loss(self, loss: torch.Tensor) -> None:
+        """Add one micro-batch's detached loss to the open accumulation window (no host sync)."""
+        self._win_loss = loss if self._win_n == 0 else self._win_loss + loss
+        self._win_n += 1
+
+    def take_step_loss(self) -> torch.Tensor:
+        """The closed window's ``train/loss``: the mean of its micro-batch losses."""
+        loss, n = self._win_loss, self._win_n
+        self._win_loss, self._win_n = None, 0
+        return loss if n == 1 else loss / n
+
+    def new_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """The user's LightningModule's ``configure_optimizers()`` optimizer, else the spec's."""
+        user = self.steps.optimizer() if self.steps is not None else None
+        return user if user is not None else make_optimizer(self.ctx.spec.optimizer, params)
+
+    def user_step_loss(self) -> Optional[Callable[[Any, int], torch.Tensor]]:
+        """``(batch, batch_idx) -> loss`` of a user's LightningModule ``training_step`` (None: the spec's loss)."""
+        return self.steps.training_loss if self.steps is not None and self.steps.has_training_step else None
 
     def current_lr(self) -> float:
+        """The lr of the last optimizer step (before the scheduler moved it), else the optimizer's."""
+        if self.step_lr is not None:
+            return float(self.step_lr)
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else float("nan")
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
@@ -278,13 +488,15 @@ class TorchAdapter(BackendAdapter):
         acc = self.ctx.accumulator(split)
         was_training = self.model.training
         self.model.eval()
-        for batch in loader:
-            eval_batch(self.model, self.loss_sum, batch, acc)
+        with autocast(self.precision):
+            for batch in loader:
+                eval_batch(self.model, self.loss_sum, batch, acc)
         self.model.train(was_training)
         return acc.compute()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return predict(self.model, x)
+        with autocast(self.precision):
+            return predict(self.model, x)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return get_weights(self.model)
