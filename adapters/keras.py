@@ -8,6 +8,7 @@ one afterwards (run that backend in another process: ``unified run --keras-backe
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import importlib.util
 import os
 import sys
@@ -16,6 +17,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from adapters.base import BackendAdapter
+from adapters.keras_outputs import output_activation, to_logits
 from unified.context import RunContext
 from unified.errors import BackendUnavailableError, NotSupportedError, SpecError
 from unified.models import ModelPlan, call_factory, import_target
@@ -75,6 +77,19 @@ def _np_eval_loss_sum(name: str, outputs: np.ndarray, targets: np.ndarray) -> fl
 class KerasAdapter(BackendAdapter):
     name = "keras"
     packages = ("keras", "tensorflow", "torch", "jax")
+    features = BackendAdapter.features | {"scheduler", "accumulation", "gradient_clipping", "precision:bf16-mixed"}
+    feature_notes = {"precision:16-mixed": "Keras's mixed_float16 needs its LossScaleOptimizer, which does not "
+                                           "compose with the PyTorch-rule optimizers, and Lightning refuses float16 "
+                                           "AMP on CPU; use trainer.precision: bf16-mixed"}
+    exporter = "adapters.export_keras"
+    export_formats = frozenset({"onnx", "savedmodel", "keras", "tflite", "torchscript"})  # union; see below
+
+    @classmethod
+    def export_formats_for(cls, spec: Any) -> frozenset[str]:
+        """Formats depend on the tensor backend: SavedModel/TFLite need TensorFlow, TorchScript torch."""
+        from adapters.export_keras import FORMATS_BY_BACKEND
+
+        return FORMATS_BY_BACKEND.get(resolve_keras_backend(spec.keras_backend), frozenset())
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -97,7 +112,17 @@ class KerasAdapter(BackendAdapter):
 
             tf.config.experimental.enable_op_determinism()
         self.loss_name = spec.resolved_loss()
-        self.net, self.kind = self._build_net()
+        tr = spec.trainer
+        if self.kb == "jax" and (tr.accumulate_grad_batches > 1 or tr.gradient_clip_norm is not None):
+            raise NotSupportedError("trainer.accumulate_grad_batches / gradient_clip_norm on keras_backend 'jax' "
+                                    "are not supported yet (JAX's stateless optimizer path); use tensorflow or torch")
+        self.precision = tr.precision
+        # bf16-mixed: Keras's mixed_bfloat16 policy, set only while the network's layers are created (each
+        # layer keeps the policy it was built with), then restored, so it never leaks into a later run.
+        with _dtype_policy(keras, "mixed_bfloat16" if self.precision == "bf16-mixed" else None):
+            self.net, self.kind = self._build_net()
+        # A user's model ending in softmax / sigmoid trains on its probabilities (adapters/keras_outputs.py).
+        self.probs = output_activation(keras, self.net) if self.kind == "keras" else None
         self.model = _wrap(keras, self.net, self._keras_loss())
         in_features = ctx.dataset.in_features if ctx.dataset is not None else None
         if in_features is not None:
@@ -106,9 +131,33 @@ class KerasAdapter(BackendAdapter):
                 self.set_weights(ctx.plan.weights)
         from adapters.keras_optim import make_keras_optimizer
 
-        self.optimizer = make_keras_optimizer(spec.optimizer)
+        # Accumulation and clipping live in the optimizer (torch's semantics, see keras_optim.py).
+        step_kwargs: dict[str, Any] = {}
+        if tr.accumulate_grad_batches > 1:
+            step_kwargs["accumulate"] = tr.accumulate_grad_batches
+            step_kwargs["epoch_batches"] = ctx.dataset.steps_per_epoch() if ctx.dataset is not None else None
+        if tr.gradient_clip_norm is not None:
+            step_kwargs["clip_norm"] = tr.gradient_clip_norm
+        self.optimizer = make_keras_optimizer(spec.optimizer, **step_kwargs)
         self.model.compile(optimizer=self.optimizer, loss=self._keras_loss(), jit_compile=False)
         self.steps_done = 0
+        # The lr schedule: torch's formulas in pure Python (unified.schedules), applied to the optimizer's
+        # learning-rate variable from the bridge. `scheduler` has state_dict() / load_state_dict().
+        from unified.schedules import Schedule, check_monitor_available, plan_schedule
+
+        self.schedule_plan = plan_schedule(spec, ctx.dataset.steps_per_epoch() if ctx.dataset is not None else None)
+        check_monitor_available(self.schedule_plan, ctx.has_val)
+        self.scheduler = Schedule(self.schedule_plan) if self.schedule_plan is not None else None
+        self.lr_now = float(spec.optimizer.lr)  # what the optimizer's learning-rate variable holds
+        self.step_lr: Optional[float] = None  # the lr the last optimizer step used (what `lr` logs)
+        self._win_loss: Any = None
+        self._win_n = 0
+        # exact resume (restore() sets these; fit() and the bridge read them)
+        self._resume_at: Optional[tuple[int, int]] = None  # (0-based epoch, optimizer steps of it done)
+        self.batch_offset = 0  # batches of the current epoch done before this fit() call
+        self.final_fit = True  # whether this fit() call ends training (on_train_end -> fit_end)
+        self.fit_begun = False
+        self.fit_ended = False
 
     # -- model ---------------------------------------------------------------------------------------
     def _build_net(self) -> tuple[Any, str]:
@@ -135,6 +184,10 @@ class KerasAdapter(BackendAdapter):
                     f"(through keras.layers.TorchModuleWrapper), not on {self.kb!r}: set keras_backend: torch "
                     f"or use backend lightning / ignite"
                 )
+            if self.precision != "32":
+                raise NotSupportedError(f"{where} returned a torch.nn.Module: Keras's mixed precision policy does not "
+                                        f"reach inside it; train it with trainer.precision: '32', or with lightning / "
+                                        f"ignite for {self.precision}")
             return keras.layers.TorchModuleWrapper(obj), "torch"
         raise SpecError(f"{where} returned {type(obj).__module__}.{type(obj).__name__}; backend 'keras' trains a "
                         f"keras.Model (or a torch.nn.Module on keras_backend torch)",
@@ -143,8 +196,8 @@ class KerasAdapter(BackendAdapter):
     def _keras_loss(self) -> Any:
         losses = self.keras.losses
         return {
-            "cross_entropy": lambda: losses.SparseCategoricalCrossentropy(from_logits=True),
-            "bce_with_logits": lambda: losses.BinaryCrossentropy(from_logits=True),
+            "cross_entropy": lambda: losses.SparseCategoricalCrossentropy(from_logits=self.probs is None),
+            "bce_with_logits": lambda: losses.BinaryCrossentropy(from_logits=self.probs is None),
             "mse": lambda: losses.MeanSquaredError(),
             "mae": lambda: losses.MeanAbsoluteError(),
             "huber": lambda: losses.Huber(delta=1.0),
@@ -157,12 +210,15 @@ class KerasAdapter(BackendAdapter):
             return y.reshape(-1, 1).astype(np.float32)
         return y
 
-    def _train_data(self, epochs: int) -> Any:
-        """Every epoch's canonical batches as one stream; fit(steps_per_epoch=...) walks it epoch by epoch."""
+    def _train_data(self, epochs: int, start: int = 0, skip: int = 0) -> Any:
+        """Every epoch's canonical batches as one stream; fit(steps_per_epoch=...) walks it epoch by epoch.
+
+        ``start``/``skip`` (resume): begin at 0-based epoch ``start``, without its first ``skip`` batches.
+        """
         ds = self.ctx.dataset
         assert ds is not None
         x, y = np.ascontiguousarray(ds.train.x, dtype=np.float32), self._targets(ds.train.y)
-        batches = [b for e in range(epochs) for b in ds.epoch_batches(e)]
+        batches = [b for e in range(start, epochs) for b in ds.epoch_batches(e)][skip:]
         if self.kb == "tensorflow":
             import tensorflow as tf
 
@@ -206,20 +262,44 @@ class KerasAdapter(BackendAdapter):
             raise NotSupportedError("backend 'keras' takes numpy arrays or the spec's data, not native loaders yet")
         assert ctx.dataset is not None
         ctx.events.bind(self, self.current_lr)
-        spe = ctx.dataset.steps_per_epoch()
+        spe = ctx.dataset.steps_per_epoch()  # batches; optimizer steps are one per accumulation window
         max_steps = spec.trainer.max_steps
-        epochs = -(-max_steps // spe) if max_steps is not None else spec.trainer.max_epochs
+        steps_per_epoch = -(-spe // spec.trainer.accumulate_grad_batches)
+        epochs = -(-max_steps // steps_per_epoch) if max_steps is not None else spec.trainer.max_epochs
         bridge = _make_bridge(self.keras, self, max_steps)
+        start, skip = 0, 0
+        if self._resume_at is not None:
+            # Resume: Keras's own initial_epoch for whole epochs; a partly done epoch first runs its
+            # remaining batches as a fit() of its own (one epoch of spe - skip steps), then the rest.
+            start, done = self._resume_at
+            skip = min(done * spec.trainer.accumulate_grad_batches, spe)
+            self._resume_at = None
         try:
-            self.model.fit(self._train_data(epochs), epochs=epochs, steps_per_epoch=spe, shuffle=False, verbose=0,
-                           callbacks=[bridge])
+            if skip:
+                self.batch_offset, self.final_fit = skip, start + 1 >= epochs
+                self.model.fit(self._train_data(start + 1, start, skip), epochs=start + 1, initial_epoch=start,
+                               steps_per_epoch=spe - skip, shuffle=False, verbose=0, callbacks=[bridge])
+                self.batch_offset, self.final_fit = 0, True
+                start += 1
+                if self.model.stop_training or start >= epochs:
+                    if not self.fit_ended:
+                        ctx.events.fit_end()
+                    return
+            self.model.fit(self._train_data(epochs, start), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
+                           shuffle=False, verbose=0, callbacks=[bridge])
         except BaseException as e:
             ctx.events.exception(e)
             raise
 
     def current_lr(self) -> float:
-        lr = self.optimizer.learning_rate
-        return float(self.keras.ops.convert_to_numpy(lr))
+        """The lr of the last optimizer step (before the schedule moved it): a Python float, no read."""
+        return self.step_lr if self.step_lr is not None else self.lr_now
+
+    def set_lr(self, value: float) -> None:
+        """Put ``value`` into the optimizer's learning-rate variable (only when it changes)."""
+        if value != self.lr_now:
+            self.optimizer.learning_rate = value
+            self.lr_now = value
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
         ds = self.ctx.dataset
@@ -229,12 +309,15 @@ class KerasAdapter(BackendAdapter):
         acc = self.ctx.accumulator(split)
         for idx in ds.eval_batches(split):
             xb = np.ascontiguousarray(data.x[idx], dtype=np.float32)
-            out = np.asarray(self._predict_batch(xb), dtype=np.float32)
+            out = to_logits(np.asarray(self._predict_batch(xb), dtype=np.float32), self.probs)
             acc.update(out, data.y[idx], _np_eval_loss_sum(self.loss_name, out, data.y[idx]), len(idx))
         return acc.compute()
 
     def _predict_batch(self, xb: np.ndarray) -> np.ndarray:
-        return self.keras.ops.convert_to_numpy(self.model(xb, training=False))
+        out = self.model(xb, training=False)
+        if self.precision != "32":
+            out = self.keras.ops.cast(out, "float32")  # bf16 outputs under mixed_bfloat16
+        return self.keras.ops.convert_to_numpy(out)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         outs = [self._predict_batch(np.ascontiguousarray(x[i:i + 1024], dtype=np.float32))
@@ -275,23 +358,127 @@ class KerasAdapter(BackendAdapter):
 
     def save_checkpoint(self, path: str) -> None:
         # The native Keras format: a .keras zip of the trained network (architecture + weights), which
-        # keras.saving.load_model reads; a network Keras cannot serialise (a wrapped torch module) is
-        # saved as Keras weights (.weights.h5 content). Optimizer state is not included yet.
+        # keras.saving.load_model reads (it ignores the extra members). A network Keras cannot serialise
+        # (a wrapped torch module) goes in a zip as model.weights.h5 only. Either way the zip also holds
+        # unified/state.json + unified/arrays.npz: the optimizer's variables (slots, iteration count, lr),
+        # the lr schedule's state and the facade's run state, which exact resume restores.
+        import zipfile
+
+        from unified.resume import pack_state
+
+        saved = False
         if self.kind != "torch":
             tmp = path + ".keras"  # Keras insists on the suffix
             try:
                 self.net.save(tmp)
-                os.replace(tmp, path)
-                return
+                saved = True
             except (NotImplementedError, TypeError, ValueError):
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-        tmp = path + ".weights.h5"
-        self.net.save_weights(tmp)
-        os.replace(tmp, path)
+        if not saved:
+            tmp = path + ".zip"
+            h5 = path + ".weights.h5"
+            try:
+                self.net.save_weights(h5)
+                with zipfile.ZipFile(tmp, "w") as zf:
+                    zf.write(h5, "model.weights.h5")
+            finally:
+                if os.path.exists(h5):
+                    os.unlink(h5)
+        ops = self.keras.ops
+        sched = getattr(self, "scheduler", None)
+        text, arrays = pack_state({
+            "backend": "keras", "keras_backend": self.kb,
+            "run": self.ctx.events.resume_state(),
+            "optimizer": {"names": [v.path for v in self.optimizer.variables],
+                          "values": [np.asarray(ops.convert_to_numpy(v)) for v in self.optimizer.variables]},
+            "scheduler": sched.state_dict() if sched is not None else None,
+        })
+        try:
+            with zipfile.ZipFile(tmp, "a") as zf:
+                zf.writestr("unified/state.json", text)
+                buf = io.BytesIO()
+                np.savez(buf, **arrays)
+                zf.writestr("unified/arrays.npz", buf.getvalue())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def read_checkpoint(cls, path: Any, spec: Any) -> tuple[dict[str, Any], Any]:
+        import zipfile
+
+        from unified.resume import unpack_state
+
+        if not zipfile.is_zipfile(path):
+            raise SpecError(f"--resume {path}: not a Keras checkpoint written by unified-trainer (not a .keras zip)")
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if "unified/state.json" not in names or "model.weights.h5" not in names:
+                raise SpecError(f"--resume {path}: not a Keras checkpoint written by unified-trainer "
+                                f"(no unified/state.json + model.weights.h5)")
+            text = zf.read("unified/state.json").decode("utf-8")
+            with np.load(io.BytesIO(zf.read("unified/arrays.npz"))) as f:
+                arrays = {k: f[k] for k in f.files}
+        blob = unpack_state(text, arrays)
+        return blob["run"], {"path": str(path), "blob": blob}
+
+    def restore(self, payload: Any, run_state: dict[str, Any]) -> None:
+        import shutil
+        import tempfile
+        import zipfile
+
+        blob = payload["blob"]
+        with tempfile.TemporaryDirectory() as d:
+            h5 = os.path.join(d, "model.weights.h5")
+            with zipfile.ZipFile(payload["path"]) as zf, zf.open("model.weights.h5") as src, open(h5, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            try:
+                self.net.load_weights(h5)
+            except (ValueError, KeyError) as e:
+                raise SpecError(f"--resume {payload['path']}: the checkpoint's weights do not fit this model: "
+                                f"{str(e).strip().splitlines()[0]}") from None
+        opt = self.optimizer
+        if not opt.built:
+            opt.build(self.model.trainable_variables)
+        values, names = blob["optimizer"]["values"], blob["optimizer"]["names"]
+        have = list(opt.variables)
+        if len(have) != len(values) or any(tuple(v.shape) != tuple(np.shape(a)) for v, a in zip(have, values)):
+            raise SpecError(f"--resume {payload['path']}: the checkpoint's optimizer state ({len(values)} variables: "
+                            f"{', '.join(names[:3])}...) does not fit optimizer {self.ctx.spec.optimizer.name!r} "
+                            f"({len(have)} variables)")
+        for var, value in zip(have, values):
+            var.assign(np.asarray(value).astype(var.dtype) if hasattr(var, "dtype") else value)
+        sched = getattr(self, "scheduler", None)
+        if sched is not None and blob.get("scheduler") is not None:
+            sched.load_state_dict(blob["scheduler"])
+        if hasattr(self, "lr_now"):
+            self.lr_now = float(self.keras.ops.convert_to_numpy(opt.learning_rate))
+        self.steps_done = int(run_state["global_step"])
+        from unified.resume import resume_position
+
+        spe = self.ctx.events.state.steps_per_epoch
+        self._resume_at = resume_position(run_state, spe)
 
     def native_model(self) -> Any:
         return self.net
+
+
+class _dtype_policy:
+    """Set Keras's global dtype policy to ``name`` inside the block (no-op for ``None``), then restore it."""
+
+    def __init__(self, keras: Any, name: Optional[str]) -> None:
+        self.keras, self.name, self.saved = keras, name, None
+
+    def __enter__(self) -> None:
+        if self.name is not None:
+            self.saved = self.keras.config.dtype_policy()
+            self.keras.config.set_dtype_policy(self.name)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.name is not None:
+            self.keras.config.set_dtype_policy(self.saved)
 
 
 def _mlp(keras: Any, plan: ModelPlan) -> Any:
@@ -352,27 +539,65 @@ def _wrap(keras: Any, net: Any, loss: Any) -> Any:
 def _make_bridge(keras: Any, adapter: KerasAdapter, max_steps: Optional[int]) -> Any:
     events = adapter.ctx.events
 
+    accumulate = adapter.ctx.spec.trainer.accumulate_grad_batches
+    spe = adapter.ctx.dataset.steps_per_epoch() if adapter.ctx.dataset is not None else None
+    sched = adapter.scheduler
+    plan = adapter.schedule_plan
+    step_sched = sched if plan is not None and plan.interval == "step" else None
+    epoch_sched = sched if plan is not None and plan.interval == "epoch" and plan.name != "reduce_on_plateau" else None
+    plateau = sched if plan is not None and plan.name == "reduce_on_plateau" else None
+
     class _Bridge(keras.callbacks.Callback):
-        """Turns Keras's callback hooks into the facade's events."""
+        """Turns Keras's callback hooks into the facade's events; drives the lr schedule."""
 
         def on_train_begin(self, logs: Any = None) -> None:
+            if adapter.fit_begun:
+                return  # the second fit() call of a resumed run (see KerasAdapter.fit)
+            adapter.fit_begun = True
+            if sched is not None:
+                adapter.set_lr(sched.lr)  # the schedule's first lr (also after a resumed schedule state)
+            if events.signal_guard is not None:
+                events.signal_guard.install()
             events.fit_start()
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.batches = 0
             events.epoch_start(epoch + 1)
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            batch += adapter.batch_offset  # a resumed epoch's first fit() starts after its done batches
+            self.batches = batch + 1
+            loss = logs["batch_loss"]
+            if accumulate > 1:
+                # The optimizer steps on every N-th batch of the epoch and on its last one (keras_optim);
+                # train/loss of that step is the mean of its micro-batch losses.
+                adapter._win_loss = loss if adapter._win_n == 0 else adapter._win_loss + loss
+                adapter._win_n += 1
+                if (batch + 1) % accumulate and batch + 1 != spe:
+                    return
+                loss = adapter._win_loss / adapter._win_n if adapter._win_n > 1 else adapter._win_loss
+                adapter._win_loss, adapter._win_n = None, 0
             adapter.steps_done += 1
-            events.train_batch_end(logs["batch_loss"], adapter.steps_done, batch)
+            adapter.step_lr = adapter.lr_now
+            if step_sched is not None:
+                adapter.set_lr(step_sched.step())  # as Lightning: after the optimizer step
+            events.train_batch_end(loss, adapter.steps_done, batch)
             if events.state.should_stop or (max_steps is not None and adapter.steps_done >= max_steps):
                 self.model.stop_training = True  # Keras still calls on_epoch_end: the partial epoch is validated
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if epoch_sched is not None and self.batches == spe:
+                adapter.set_lr(epoch_sched.step())  # as Lightning: after the epoch's last step, before validation
             val = adapter.evaluate("val") if adapter.ctx.has_val else None
-            if events.epoch_end(val):
+            stop = events.epoch_end(val)
+            if plateau is not None:
+                adapter.set_lr(plateau.step(events.state.metrics.get(plateau.plan.monitor, float("nan"))))
+            if stop:
                 self.model.stop_training = True
 
         def on_train_end(self, logs: Any = None) -> None:
-            events.fit_end()
+            if adapter.final_fit or self.model.stop_training:
+                adapter.fit_ended = True
+                events.fit_end()
 
     return _Bridge()

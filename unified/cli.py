@@ -1,7 +1,8 @@
 """The ``unified`` command.
 
 Exit codes: 0 success; 2 bad input (spec, path, argument) with one line on stderr and no traceback
-(unless ``--debug``); 1 a training failure (the run directory says ``status: failed``); 130 interrupted.
+(unless ``--debug``); 1 a training failure (the run directory says ``status: failed``); 130 interrupted by
+SIGINT (Ctrl-C), 143 by SIGTERM (a checkpoint is saved first; ``--resume RUN_DIR`` continues).
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import sys
 import traceback
 from typing import Any, Callable, Optional, Sequence
 
-from unified.errors import BackendUnavailableError, NotSupportedError, SpecError, TrainingError
+from unified.errors import BackendUnavailableError, NotSupportedError, SpecError, TrainingError, VerificationError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
+    usage_exit = EXIT_BAD_INPUT  # `unified migrate` has its own table: 3 for a usage error
+
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's own code), no usage dump
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+        self.exit(self.usage_exit, f"{self.prog}: error: {message}\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -40,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a spec")
     _common(run)
     run.add_argument("--run-dir", help="write the run here (default: <logging.dir>/<name>/<backend>/<run_id>)")
-    run.add_argument("--resume", metavar="RUN_DIR|CHECKPOINT", help="continue a run (not supported yet)")
+    run.add_argument("--resume", metavar="RUN_DIR|CHECKPOINT",
+                     help="continue exactly where a run stopped: a run directory (continued in place; its backend "
+                          "unless --backend) or a native checkpoint (a new run directory); a portable .npz loads "
+                          "weights only")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (same as trainer.progress_bar=false)")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -72,10 +78,48 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--worker-tag", default="", help=argparse.SUPPRESS)
     tn.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
+    mg = sub.add_parser("migrate", help="rewrite Lightning / Ignite / Keras training code onto UnifiedTrainer",
+                        description="Exit codes: 0 nothing to change, 1 changes made or proposed, 2 manual items "
+                                    "remain, 3 usage error. Dry run (a unified diff) unless --write.")
+    mg.usage_exit = 3
+    mg.add_argument("path", metavar="PATH", help="a Python file or a directory tree")
+    mg.add_argument("--write", action="store_true", help="rewrite the files in place (atomically)")
+    mg.add_argument("--spec-out", metavar="FILE", help="also write the extracted experiment spec(s) as YAML")
+    mg.add_argument("--report", choices=("text", "json"), default="text",
+                    help="text: diff on stdout, table on stderr; json: one JSON document on stdout")
+    mg.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    _add_export_parsers(sub)
+
     bk = sub.add_parser("backends", help="installed backends, versions and features")
     bk.add_argument("--json", action="store_true", help="machine-readable output")
     bk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _add_export_parsers(sub: Any) -> None:
+    ex = sub.add_parser("export", help="export a finished run's model (onnx, torchscript, savedmodel, keras, tflite)")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (spec.yaml, summary.json, checkpoints/)")
+    ex.add_argument("--format", dest="formats", metavar="F1,F2,...",
+                    help="onnx, torchscript, savedmodel, keras, tflite (default: the spec's export.formats, else onnx)")
+    ex.add_argument("--out", metavar="DIR", help="export directory (default: RUN_DIR/export; replaced as a whole)")
+    ex.add_argument("--weights", metavar="final|last|best|FILE.npz",
+                    help="which weights (default: final, the weights the run ended with; else last, best)")
+    ex.add_argument("--tolerance", type=float, metavar="T", help="max abs output difference (default: export.tolerance)")
+    ex.add_argument("--no-verify", dest="verify", action="store_false", default=None,
+                    help="do not reload and compare the artifacts")
+    ex.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    sv = sub.add_parser("serve", help="serve an exported model over HTTP (POST /predict, GET /health, /metadata)")
+    sv.add_argument("artifact", metavar="ARTIFACT", help="an export directory (manifest.json), a run directory or a .onnx file")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--format", dest="fmt", metavar="F",
+                    help="which artifact of the manifest to serve (default: onnx, else the first one)")
+    sv.add_argument("--max-rows", type=int, default=10000, help="most rows per request (default 10000)")
+    sv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
+                    help="largest request body in bytes (default 16 MiB)")
+    sv.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _err(msg: str) -> None:
@@ -92,17 +136,38 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def _backend_of_run(args: argparse.Namespace) -> None:
+    """``--resume RUN_DIR`` without ``--backend``: resume on the backend (and Keras backend) the run used."""
+    import yaml
+
+    spec_file = os.path.join(args.resume, "spec.yaml")
+    if args.backend or not os.path.isfile(spec_file):
+        return
+    try:
+        with open(spec_file, encoding="utf-8") as f:
+            prev = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return
+    if isinstance(prev, dict) and prev.get("backend"):
+        args.backend = prev["backend"]
+        if prev["backend"] == "keras" and prev.get("keras_backend") and not args.keras_backend:
+            args.keras_backend = prev["keras_backend"]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from unified.trainer import UnifiedTrainer
 
     if args.resume:
-        raise NotSupportedError("--resume: resuming a run is not supported yet")
+        _backend_of_run(args)
     trainer = UnifiedTrainer(args.spec, backend=args.backend, run_dir=args.run_dir, overrides=_overrides(args))
     try:
-        result = trainer.fit()
-    except KeyboardInterrupt:
-        _err(f"interrupted; run directory: {trainer.run_dir}")
-        return EXIT_INTERRUPTED
+        result = trainer.fit(resume=args.resume)
+    except KeyboardInterrupt as e:
+        _err(f"{e or 'interrupted'}; run directory: {trainer.run_dir} (continue with --resume {trainer.run_dir})")
+        return 128 + getattr(e, "signum", 2)  # 130 SIGINT, 143 SIGTERM
+    world = getattr(trainer, "world", None)
+    if world is not None and not world.is_zero:  # rank > 0 of a multi-process run: rank 0 reports
+        return EXIT_OK
     shown = {k: v for k, v in result.metrics.items() if k.startswith(("val/", "test/"))}
     print(f"run directory: {result.run_dir}")
     print(f"status: {result.status}  epochs: {result.epochs}  steps: {result.global_step}  "
@@ -137,6 +202,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         import_target(spec.model.factory, "model.factory", trainer.base_dir)
     build_callbacks(spec, trainer.base_dir)
+    if len(spec.logging.loggers) > 1:  # tensorboard / mlflow: the package is there, the MLflow store answers
+        from unified.loggers import RunLoggers
+
+        RunLoggers(spec, []).connect()
     sizes = ", ".join(f"{n} {len(s)}" for n in ("train", "val", "test") if (s := getattr(dataset, n)) is not None)
     print(f"{args.spec}: OK (backend {trainer.backend}, task {spec.task}, {dataset.in_features} features, "
           f"{sizes} samples)")
@@ -188,8 +257,9 @@ def cmd_backends(args: argparse.Namespace) -> int:
             try:
                 cls = load_adapter(name)
                 row["versions"] = cls.versions()
-                row["features"] = sorted(cls.features)
-                row["not_yet"] = sorted(f for f in FEATURE_CHECKS if f not in cls.features)
+                have = cls.features | {f"export:{f}" for f in getattr(cls, "export_formats", ())}
+                row["features"] = sorted(have)
+                row["not_yet"] = sorted(f for f in FEATURE_CHECKS if f not in have)
             except ImportError as e:
                 row["installed"], row["error"] = False, str(e)
         rows.append(row)
@@ -208,7 +278,70 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from unified.migrate import EXIT_USAGE, migrate
+
+    if not os.path.exists(args.path):
+        _err(f"{args.path}: no such file or directory")
+        return EXIT_USAGE
+    if args.spec_out and os.path.isdir(args.spec_out):
+        _err(f"--spec-out {args.spec_out}: is a directory; expected a file name")
+        return EXIT_USAGE
+    from unified.migrate.engine import specs_yaml, unified_diff
+
+    result = migrate(args.path, write=args.write)
+    diff = "" if args.write else unified_diff(result)
+    notes = []
+    if args.spec_out:
+        from unified.files import atomic_write_text
+
+        if any(fr.specs for fr in result.files):
+            text, dropped = specs_yaml(result)
+            if dropped:
+                text = "".join(f"# left out (an expression of the script): {d}\n" for d in dropped) + text
+            atomic_write_text(args.spec_out, text)
+            notes.append(f"spec written: {args.spec_out}")
+        else:
+            notes.append(f"no training setup found: {args.spec_out} not written")
+    if args.report == "json":
+        doc = json.loads(result.to_json())
+        doc["diff"] = diff
+        doc["notes"] = notes
+        print(json.dumps(doc, indent=2))
+    else:
+        sys.stdout.write(diff)
+        sys.stderr.write(result.to_text())
+        for note in notes:
+            sys.stderr.write(note + "\n")
+    return result.exit_code()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from unified.export import export_run_dir
+
+    manifest = export_run_dir(args.run_dir, args.formats, out=args.out, weights=args.weights, verify=args.verify,
+                              tolerance=args.tolerance)
+    out = args.out or os.path.join(args.run_dir, "export")
+    for a in manifest["artifacts"]:
+        v = a["verification"]
+        check = (f"verified in {a['runtime']}: max |diff| {v['max_abs_diff']:.3g} <= {v['tolerance']:g}"
+                 if v.get("verified") else "not verified")
+        print(f"{a['format']:<12} {os.path.join(out, a['path'])}  ({check})")
+    print(f"manifest: {os.path.join(out, 'manifest.json')}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from unified.serve import serve
+
+    serve(args.artifact, host=args.host, port=args.port, fmt=args.fmt, max_rows=args.max_rows,
+          max_body_bytes=args.max_body_bytes)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "export": cmd_export, "serve": cmd_serve,
+    "migrate": cmd_migrate,
     "run": cmd_run, "validate": cmd_validate, "compare": cmd_compare, "backends": cmd_backends, "tune": cmd_tune,
 }
 
@@ -228,14 +361,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         _err(f"{spec_file}: {e}" if spec_file else str(e))
         return EXIT_BAD_INPUT
-    except TrainingError as e:
+    except (TrainingError, VerificationError) as e:
         if args.debug:
             traceback.print_exc()
         _err(str(e))
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        _err(str(e) or "interrupted")
+        return 128 + getattr(e, "signum", 2)  # 130 SIGINT, 143 SIGTERM
 
 
 if __name__ == "__main__":  # pragma: no cover

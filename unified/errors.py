@@ -46,3 +46,20 @@ class NotSupportedError(UnifiedError, NotImplementedError):
 
 class TrainingError(UnifiedError, RuntimeError):
     """Training itself failed (exit code 1); the run directory is left consistent."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was stopped by SIGINT (Ctrl-C) or SIGTERM; a checkpoint was saved first when possible.
+
+    A ``KeyboardInterrupt``, so code that already handles Ctrl-C handles it. ``signum`` is the signal;
+    the ``unified`` command exits with ``128 + signum`` (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, message: str = "", checkpoint: "str | None" = None) -> None:
+        super().__init__(message or f"interrupted by signal {signum}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+class VerificationError(UnifiedError, RuntimeError):
+    """An exported artifact does not reproduce the trained model within the tolerance (exit code 1)."""

@@ -169,6 +169,10 @@ class UnifiedTrainer:
 
         wall_start = time.perf_counter()
         adapter_cls = load_adapter(self.backend)
+        if self.spec.export.formats:  # refused up front, naming the formats this backend gives
+            from unified.export import check_formats
+
+            check_formats(adapter_cls, self.spec, list(self.spec.export.formats), verify=self.spec.export.verify)
         adapter_cls.check_spec(self.spec)
         world = self._check_world(world_from_env())
         if world is None:  # trainer.devices > 1 on one machine: start the other ranks, train as rank 0
@@ -178,10 +182,6 @@ class UnifiedTrainer:
             self.spec = _worker_spec(self.spec)
         self.world = world
         spec = self.spec
-        if spec.export.formats:  # refused up front, naming the formats this backend gives
-            from unified.export import check_formats
-
-            check_formats(adapter_cls, spec, list(spec.export.formats), verify=spec.export.verify)
 
         dataset, loaders = (load_dataset(spec, self.base_dir), {}) if data is None else self._user_data(data)
         num_classes = dataset.num_classes if dataset is not None else None
@@ -306,7 +306,7 @@ class UnifiedTrainer:
 
         if not worker:
             save_final_weights(run_dir, adapter.get_weights())  # checkpoints/final.npz, for `unified export`
-        if spec.export.formats:
+        if spec.export.formats and not worker:
             self.export()
         return self.result
 

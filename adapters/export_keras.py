@@ -1,0 +1,135 @@
+"""Export for the Keras backend: ONNX, SavedModel, ``.keras``, TFLite (TensorFlow) and TorchScript (torch).
+
+The exported model is a functional ``keras.Model``: ``Input("inputs") -> Rescaling(offset=-mean) ->
+Rescaling(scale=1/std) -> <the trained network>``. Built-in layers only, so the ``.keras`` file loads
+without this package; ``x - mean`` first, then the scale, keeps the rounding of ``(x - mean) / std``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from unified.errors import NotSupportedError
+from unified.export.manifest import INPUT_NAME, OUTPUT_NAME
+
+FILES = {"onnx": "model.onnx", "savedmodel": "savedmodel", "keras": "model.keras", "tflite": "model.tflite",
+         "torchscript": "model.pt"}
+
+# keras tensor backend -> formats the Keras exporter gives there
+FORMATS_BY_BACKEND = {
+    "tensorflow": frozenset({"onnx", "savedmodel", "keras", "tflite"}),
+    "torch": frozenset({"onnx", "keras", "torchscript"}),
+    "jax": frozenset({"keras"}),
+}
+
+
+def requires(fmt: str, spec: Any) -> tuple[str, ...]:
+    """Modules the exporter needs for ``fmt`` on the spec's Keras backend."""
+    if fmt == "onnx":
+        return ("onnx", "tf2onnx") if spec.keras_backend == "tensorflow" else ("onnx",)
+    return ()
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    names = ("tensorflow", "absl", "tf2onnx", "torch.onnx", "torch.onnx._internal.exporter._registration")
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def serving_model(keras: Any, net: Any, pre: Any) -> Any:
+    """A functional model taking raw features: the standardization layers, then ``net``."""
+    x = inputs = keras.Input((pre.in_features,), name=INPUT_NAME, dtype="float32")
+    if pre.standardize:
+        mean = np.asarray(pre.mean, dtype=np.float32)
+        std = np.asarray(pre.std, dtype=np.float32)
+        x = keras.layers.Rescaling(scale=1.0, offset=[float(-v) for v in mean], name="center")(x)
+        x = keras.layers.Rescaling(scale=[float(v) for v in (1.0 / std.astype(np.float64))], offset=0.0,
+                                   name="scale")(x)
+    return keras.Model(inputs, net(x), name="exported")
+
+
+def export(adapter: Any, fmt: str, out_dir: Path, pre: Any, example: np.ndarray) -> dict[str, Any]:
+    """Export the Keras adapter's trained network as ``fmt`` into ``out_dir`` (the manifest entry fields)."""
+    keras, kb = adapter.keras, adapter.kb
+    if fmt not in FORMATS_BY_BACKEND.get(kb, frozenset()):
+        raise NotSupportedError(f"format {fmt!r} is not available from Keras on {kb}")
+    model = serving_model(keras, adapter.native_model(), pre)
+    model(np.ascontiguousarray(example, dtype=np.float32), training=False)  # Keras exports only called models
+    path = out_dir / FILES[fmt]
+    entry: dict[str, Any] = {"path": path.name, "files": [path.name], "input_name": INPUT_NAME,
+                             "output_name": OUTPUT_NAME}
+    with quiet():
+        if fmt == "keras":
+            model.save(str(path))
+            entry["exporter"] = f"keras.Model.save (keras {keras.__version__})"
+        elif fmt == "onnx":
+            model.export(str(path), format="onnx", verbose=False)
+            _rename_onnx_output(path, OUTPUT_NAME)
+            entry["exporter"] = f"keras.Model.export(format='onnx') (keras {keras.__version__} on {kb})"
+        elif fmt == "savedmodel":
+            model.export(str(path), format="tf_saved_model", verbose=False)
+            entry["files"] = sorted(str(p.relative_to(out_dir)) for p in path.rglob("*") if p.is_file())
+            entry["signature"] = "serving_default"
+            entry["exporter"] = f"keras.Model.export(format='tf_saved_model') (keras {keras.__version__})"
+        elif fmt == "tflite":
+            entry["exporter"] = _tflite(model, path, keras)
+        elif fmt == "torchscript":
+            import torch
+
+            traced = torch.jit.trace(model, (torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32)),),
+                                     check_trace=False)
+            traced.save(str(path))
+            entry["exporter"] = f"torch.jit.trace of the Keras model (keras {keras.__version__} on torch)"
+    return entry
+
+
+def _tflite(model: Any, path: Path, keras: Any) -> str:
+    try:
+        model.export(str(path), format="litert", verbose=False)
+        return f"keras.Model.export(format='litert') (keras {keras.__version__})"
+    except ValueError:  # an older Keras without the litert format: TensorFlow's converter
+        import tensorflow as tf
+
+        data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        with open(path, "wb") as f:
+            f.write(data)
+        return f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
+
+
+def _rename_onnx_output(path: Path, name: str) -> None:
+    """Keras's ONNX exporters name the output after an internal tensor; call it ``outputs`` like the others."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    if len(graph.output) != 1 or graph.output[0].name == name:
+        return
+    old = graph.output[0].name
+    for node in graph.node:
+        for i, out in enumerate(node.output):
+            if out == old:
+                node.output[i] = name
+        for i, inp in enumerate(node.input):
+            if inp == old:
+                node.input[i] = name
+    graph.output[0].name = name
+    tmp = str(path) + ".tmp"
+    onnx.save(model, tmp)
+    os.replace(tmp, path)

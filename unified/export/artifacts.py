@@ -1,0 +1,220 @@
+"""Export a trained model to every requested format, verify each artifact, write ``manifest.json``.
+
+The per-framework work lives in the adapter's exporter module (``adapters/export_torch.py``,
+``adapters/export_keras.py``, named by the adapter's ``exporter`` attribute): it wraps the trained model
+with the standardization baked in and writes the files. This module is framework-free: it checks
+what can be exported before anything runs, reloads every artifact in its own runtime
+(:mod:`unified.export.runtimes`), compares it with the trained model's own predictions on a probe batch
+of raw features, and moves the finished directory into place in one rename.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from unified.errors import BackendUnavailableError, NotSupportedError, SpecError, VerificationError
+from unified.export.manifest import MANIFEST, build_manifest
+from unified.export.preprocess import Preprocess
+from unified.export.runtimes import load_runner, runtime_missing
+from unified.files import atomic_write_json
+
+FORMATS = ("onnx", "torchscript", "savedmodel", "keras", "tflite")
+
+# Where each format comes from (for messages; `unified backends` and the README table say the same).
+FORMAT_SOURCES = {
+    "onnx": "lightning, ignite, keras (tensorflow or torch)",
+    "torchscript": "lightning, ignite, keras on torch",
+    "savedmodel": "keras on tensorflow",
+    "keras": "keras (tensorflow or torch)",
+    "tflite": "keras on tensorflow",
+}
+
+_VERSION_PACKAGES = ("onnx", "onnxruntime", "onnxscript", "tf2onnx", "torch", "tensorflow", "tensorflow-cpu",
+                     "keras", "pytorch-lightning", "pytorch-ignite")
+
+
+def parse_formats(value: Union[str, list[str], tuple[str, ...], None], where: str = "--format") -> list[str]:
+    """``"onnx,torchscript"`` or a list -> validated, de-duplicated format names (SpecError otherwise)."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for raw in items:
+        name = str(raw).strip().lower()
+        if not name:
+            continue
+        if name not in FORMATS:
+            close = difflib.get_close_matches(name, FORMATS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SpecError(f"unknown export format {raw!r}{hint} (expected one of: {', '.join(FORMATS)})",
+                            path=where)
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise SpecError(f"no export format given (expected one or more of: {', '.join(FORMATS)})", path=where)
+    return out
+
+
+def check_formats(adapter_cls: Any, spec: Any, formats: list[str], *, verify: bool = True) -> None:
+    """Refuse, before anything runs, a format the backend cannot give or whose tools are missing.
+
+    Raises:
+        NotSupportedError: naming the formats this backend gives and where the refused one comes from.
+        BackendUnavailableError: an exporter or runtime package is not installed (with the pip hint).
+    """
+    if not formats:
+        return
+    gives = adapter_cls.export_formats_for(spec) if hasattr(adapter_cls, "export_formats_for") else frozenset()
+    where = adapter_cls.name + (f" on {spec.keras_backend}" if getattr(spec, "keras_backend", None)
+                                and adapter_cls.name == "keras" else "")
+    refused = [f for f in formats if f not in gives]
+    if refused:
+        offer = ", ".join(f for f in FORMATS if f in gives) or "no format"
+        parts = "; ".join(f"{f} comes from {FORMAT_SOURCES[f]}" for f in refused)
+        what = f"format {refused[0]} is" if len(refused) == 1 else f"formats {', '.join(refused)} are"
+        raise NotSupportedError(f"export {what} not available from backend {where}, "
+                                f"which gives {offer} ({parts})")
+    exporter = _exporter(adapter_cls)
+    for fmt in formats:
+        need = list(exporter.requires(fmt, spec))
+        if verify:
+            need += [m for m in runtime_missing(fmt) if m not in need]
+        missing = [m for m in need if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendUnavailableError(
+                f"export format {fmt!r} from backend {where} needs {', '.join(missing)}, which is not installed: "
+                f'pip install "unified-trainer[export]"')
+
+
+def _exporter(adapter_cls: Any) -> Any:
+    name = getattr(adapter_cls, "exporter", None)
+    if not name:
+        raise NotSupportedError(f"backend {adapter_cls.name!r} has no exporter")
+    return importlib.import_module(name)
+
+
+def export_model(adapter: Any, spec: Any, pre: Preprocess, probe: np.ndarray, probe_desc: str, formats: list[str],
+                 out_dir: Union[str, os.PathLike[str]], *, verify: bool = True, tolerance: float = 1e-4,
+                 source: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Export ``adapter``'s trained model to ``formats`` in ``out_dir`` and return the manifest.
+
+    Args:
+        adapter: the backend adapter holding the trained model.
+        spec: the resolved spec of the run.
+        pre: the input contract (standardization goes into every artifact).
+        probe: raw features ``[n, in_features]`` the artifacts are verified on.
+        probe_desc: where the probe came from (goes into the manifest).
+        formats: validated format names.
+        out_dir: the export directory; replaced as a whole when the export succeeds.
+        verify: reload and compare every artifact.
+        tolerance: the largest accepted absolute output difference.
+        source: run information for the manifest (``run_dir``, ``weights``, ...).
+
+    Raises:
+        VerificationError: an artifact differs from the trained model by more than ``tolerance``
+            (nothing is written).
+    """
+    adapter_cls = type(adapter)
+    check_formats(adapter_cls, spec, formats, verify=verify)
+    exporter = _exporter(adapter_cls)
+    out_dir = Path(out_dir)
+    probe = np.ascontiguousarray(probe, dtype=np.float32)
+    if probe.ndim != 2 or probe.shape[1] != pre.in_features:
+        raise SpecError(f"probe batch must be [n, {pre.in_features}], got shape {probe.shape}")
+    if len(probe) < 2:  # a batch of 2+ keeps the batch axis dynamic in traced graphs
+        probe = np.concatenate([probe, probe])
+    reference = np.asarray(adapter.predict(pre.apply(probe)), dtype=np.float32)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SpecError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+        raise SpecError(f"{out_dir}: exists and is not an export directory (no {MANIFEST}); choose another --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        entries = []
+        for fmt in formats:
+            start = time.perf_counter()
+            info = exporter.export(adapter, fmt, tmp, pre, probe[:2])
+            entry: dict[str, Any] = {"format": fmt, **info, "export_time_s": round(time.perf_counter() - start, 3)}
+            entry["verification"] = _verify(fmt, tmp, entry, probe, reference, tolerance, probe_desc) if verify \
+                else {"verified": False, "passed": None, "tolerance": tolerance}
+            entry["runtime"] = entry["verification"].pop("runtime", None)
+            entries.append(entry)
+        manifest = build_manifest(pre=pre, out_shape=tuple(reference.shape[1:]), source=dict(source or {}),
+                                  versions=_versions(adapter_cls), artifacts=entries)
+        failed = [e for e in entries if e["verification"].get("passed") is False]
+        if failed:
+            raise VerificationError("; ".join(_failure(e) for e in failed) + "; nothing was written")
+        atomic_write_json(tmp / MANIFEST, manifest)
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _verify(fmt: str, root: Path, entry: dict[str, Any], probe: np.ndarray, reference: np.ndarray,
+            tolerance: float, probe_desc: str) -> dict[str, Any]:
+    runner = load_runner(fmt, root / entry["path"], entry)
+    got = runner(probe)
+    result: dict[str, Any] = {"verified": True, "tolerance": tolerance, "probe": probe_desc, "rows": int(len(probe)),
+                              "runtime": runner.runtime}
+    if got.size != reference.size:
+        result.update(passed=False, max_abs_diff=None,
+                      error=f"output shape {list(got.shape)} differs from the model's {list(reference.shape)}")
+        return result
+    diff = np.abs(got.reshape(reference.shape).astype(np.float64) - reference.astype(np.float64))
+    worst = float(np.nanmax(diff)) if diff.size else 0.0
+    if not np.isfinite(diff).all():
+        worst = float("inf")
+    result.update(passed=bool(worst <= tolerance), max_abs_diff=worst)
+    return result
+
+
+def _failure(entry: dict[str, Any]) -> str:
+    v = entry["verification"]
+    if v.get("error"):
+        return f"{entry['format']} artifact failed verification: {v['error']}"
+    return (f"{entry['format']} artifact differs from the trained model by {v['max_abs_diff']:.3g} "
+            f"(max abs over {v['rows']} probe rows), above the tolerance {v['tolerance']:g}")
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by ``tmp``: two renames, the old directory removed afterwards."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.rmdir(old)
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _versions(adapter_cls: Any) -> dict[str, str]:
+    from unified import __version__
+
+    out = {"python": platform.python_version(), "unified-trainer": __version__, "numpy": np.__version__}
+    for pkg in _VERSION_PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
