@@ -90,10 +90,6 @@ def prepare(spec: Union[str, os.PathLike, dict, Spec], backend: Optional[str] = 
         SpecError: no ``tune:`` section, a bad option; NotSupportedError / BackendUnavailableError: the
             backend cannot run this spec at all.
     """
-    from unified.data import load_dataset
-    from unified.metrics import build_metrics
-    from unified.registry import load_adapter
-    from unified.spec import check_monitors
     from unified.trainer import UnifiedTrainer
 
     pairs = _override_strings(overrides)
@@ -111,9 +107,7 @@ def prepare(spec: Union[str, os.PathLike, dict, Spec], backend: Optional[str] = 
     # Up front, what every trial would trip over (exit 2 instead of N failed trials): the backend's
     # refusals, the data, user metrics' names against tune.metric.
     if check:
-        load_adapter(trainer.backend).check_spec(trainer.spec)
-        dataset = load_dataset(trainer.spec, trainer.base_dir)
-        check_monitors(raw, [m.name for m in build_metrics(trainer.spec, dataset.num_classes, trainer.base_dir)])
+        check_runnable(raw, trainer.spec, trainer.base_dir)
     metric, direction = tune_metric(raw)
     name = raw.tune.study_name or raw.name
     log_dir = Path(raw.logging.dir).resolve()
@@ -127,6 +121,19 @@ def prepare(spec: Union[str, os.PathLike, dict, Spec], backend: Optional[str] = 
     return TuneConfig(spec=raw, spec_path=trainer.spec_source, base_dir=trainer.base_dir, backend=trainer.backend,
                       overrides=pairs, metric=metric, direction=direction,
                       n_trials=n_trials or raw.tune.n_trials, storage=url, study_name=name, out_dir=out_dir)
+
+
+def check_runnable(raw: Spec, resolved: Spec, base_dir: Optional[str]) -> None:
+    """What every trial would trip over, checked once (exit 2 instead of N failed trials): the backend's
+    refusals, the data, user metrics' names against ``tune.metric``. Imports the framework."""
+    from unified.data import load_dataset
+    from unified.metrics import build_metrics
+    from unified.registry import load_adapter
+    from unified.spec import check_monitors
+
+    load_adapter(resolved.backend).check_spec(resolved)  # type: ignore[arg-type]
+    dataset = load_dataset(resolved, base_dir)
+    check_monitors(raw, [m.name for m in build_metrics(resolved, dataset.num_classes, base_dir)])
 
 
 def _override_strings(overrides: Optional[Union[dict[str, Any], list[str]]]) -> list[str]:
@@ -270,18 +277,36 @@ def _pruner(cfg: TuneConfig) -> Any:
     return optuna.pruners.NopPruner()
 
 
+def storage_url(url: str) -> str:
+    """``url`` with the PostgreSQL driver made explicit when only psycopg2 is installed.
+
+    SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; the ``postgres`` extra installs psycopg2, so a
+    plain ``postgresql://`` (or ``postgres://``) URL becomes ``postgresql+psycopg2://`` when psycopg 3 is absent.
+    """
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return f"postgresql+psycopg2://{rest}"
+        return f"postgresql://{rest}"
+    return url
+
+
 def open_storage(url: str) -> Any:
     """An Optuna RDB storage for ``url`` (SQLite waits for locks; every backend gets heartbeats)."""
     optuna = _optuna()
+    url = storage_url(url)
     engine: dict[str, Any] = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     last: Optional[BaseException] = None
     for attempt in range(4):  # two workers creating the tables of a fresh database at once may collide
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
                                               grace_period=GRACE_S)
-        except ModuleNotFoundError as e:
-            hint = POSTGRES_HINT if "psycopg" in str(e) else INSTALL_HINT
-            raise BackendUnavailableError(f"--storage {redact(url)}: {e} ({hint})") from None
+        except ImportError as e:  # the database driver
+            cause = e.__cause__ or e
+            hint = POSTGRES_HINT if url.startswith("postgres") else "install the database driver for this URL"
+            raise BackendUnavailableError(f"--storage {redact(url)}: {_one_line(cause)} ({hint})") from None
         except Exception as e:  # noqa: BLE001 - any driver error: a clear line, exit 2
             last = e
             if type(e).__name__ in ("ArgumentError", "NoSuchModuleError", "ValueError"):
@@ -292,8 +317,21 @@ def open_storage(url: str) -> Any:
 
 def _study_attrs(cfg: TuneConfig) -> dict[str, Any]:
     space = {k: v.model_dump(mode="json") for k, v in cfg.tune.space.items()}
+    # What the trials train, without where runs go or the search settings: joining workers must match.
+    problem = {k: v for k, v in cfg.spec.to_dict().items() if k not in ("tune", "logging", "backend")}
     return {f"{_ATTR}metric": cfg.metric, f"{_ATTR}direction": cfg.direction,
-            f"{_ATTR}space": json.dumps(space, sort_keys=True), f"{_ATTR}backend": cfg.backend}
+            f"{_ATTR}space": json.dumps(space, sort_keys=True), f"{_ATTR}backend": cfg.backend,
+            f"{_ATTR}spec": json.dumps(problem, sort_keys=True)}
+
+
+def _differs(stored: Any, mine: Any) -> str:
+    """Which top-level spec sections differ between two JSON-encoded specs."""
+    try:
+        a, b = json.loads(stored), json.loads(mine)
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return f"the spec differs in {', '.join(keys)}"
+    except (TypeError, ValueError):
+        return "the spec differs"
 
 
 def open_study(cfg: TuneConfig, *, echo: Callable[[str], None] = print) -> Any:
@@ -334,11 +372,18 @@ def _join(study: Any, cfg: TuneConfig, attrs: dict[str, Any], echo: Callable[[st
                             f"(no {_ATTR}n_trials attribute); use another --study-name")
         time.sleep(0.5)
     stored = study.user_attrs
+    started = any(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
     for key, value in attrs.items():
-        if stored.get(key) != value:
-            what = key[len(_ATTR):]
-            raise SpecError(f"study {cfg.study_name!r} in {redact(cfg.storage)} was created with {what} "
-                            f"{stored.get(key)!r}, this spec has {value!r}; use another --study-name (or tune.study_name)")
+        if stored.get(key) == value:
+            continue
+        if not started:  # nothing ran yet (e.g. the first attempt stopped on a spec error): adopt this spec
+            study.set_user_attr(key, value)
+            continue
+        what = key[len(_ATTR):]
+        detail = _differs(stored.get(key), value) if what == "spec" else \
+            f"was created with {what} {stored.get(key)!r}, this spec has {value!r}"
+        raise SpecError(f"study {cfg.study_name!r} in {redact(cfg.storage)}: {detail}; every worker of a study "
+                        f"must tune the same spec: use another --study-name (or tune.study_name)")
     total = int(stored[f"{_ATTR}n_trials"])
     if cfg.n_trials > total:
         for _ in range(cfg.n_trials - total):
@@ -522,7 +567,15 @@ def run_trial(cfg: TuneConfig, study: Any, trial: Any, *, echo: Callable[[str], 
 
 def work(cfg: TuneConfig, study: Any, *, echo: Callable[[str], None] = print, tag: str = "") -> list[TrialOutcome]:
     """Run queued trials of ``study`` until none is left."""
-    done = []
+    from optuna.trial import TrialState
+
+    from unified.trainer import UnifiedTrainer
+
+    done: list[TrialOutcome] = []
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return done
+    resolved = UnifiedTrainer(cfg.spec, backend=cfg.backend).spec
+    check_runnable(cfg.spec, resolved, cfg.base_dir)
     while True:
         study._thread_local.cached_all_trials = None  # as Study.ask does: see the other workers' trials
         trial = _claim(study)
@@ -571,9 +624,9 @@ def tune(spec: Union[str, os.PathLike, dict, Spec], backend: Optional[str] = Non
     """
     if workers < 1:
         raise SpecError(f"--workers: expected an integer >= 1, got {workers}")
-    # With worker processes, they check the backend and the data (no framework import here).
+    # The backend and data checks import the framework: done only where trials run, before the first claim.
     cfg = prepare(spec, backend, overrides=overrides, n_trials=n_trials, storage=storage, study_name=study_name,
-                  out=out, check=workers == 1)
+                  out=out, check=False)
     study = open_study(cfg, echo=echo)
     if not worker_only:
         echo(f"study {cfg.study_name} in {redact(cfg.storage)}: {cfg.direction} {cfg.metric}, "
@@ -602,7 +655,13 @@ def _spawn_workers(cfg: TuneConfig, workers: int, keras_backend: Optional[str]) 
         cmd += ["--keras-backend", keras_backend]
     for o in cfg.overrides:
         cmd += ["--set", o]
-    procs = [subprocess.Popen(cmd + ["--worker-tag", f"[worker {i + 1}] "]) for i in range(workers)]
+    # K processes on one machine: split the cores instead of letting every framework take them all
+    # (oversubscribed BLAS/OpenMP threads make small models many times slower).
+    env = dict(os.environ)
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        env.setdefault(var, threads)
+    procs = [subprocess.Popen(cmd + ["--worker-tag", f"[worker {i + 1}] "], env=env) for i in range(workers)]
     try:
         return [p.wait() for p in procs]
     except KeyboardInterrupt:

@@ -1,0 +1,77 @@
+"""Several worker processes sharing one study: exactly N trials, no duplicates, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from unified.tune import storage_url  # noqa: E402
+
+N = 4
+
+
+def _unified(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "unified", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def _check_study(storage: str, name: str, n: int) -> list:
+    study = optuna.load_study(study_name=name, storage=storage_url(storage))
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(n)), f"expected trials 0..{n - 1} exactly once, got {sorted(numbers)}"
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    param_sets = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(param_sets) == n, f"duplicate parameter sets: {[t.params for t in trials]}"
+    for t in trials:  # each trial is a normal run directory that knows its trial
+        run_dir = Path(t.user_attrs["run_dir"])
+        summary = json.loads((run_dir / "summary.json").read_text())
+        info = json.loads((run_dir / "tune.json").read_text())
+        assert summary["status"] == "completed" and summary["epochs"] == 2
+        assert info["trial"] == t.number and info["state"] == "complete"
+        assert info["params"] == t.params and info["value"] == pytest.approx(t.value)
+        assert run_dir.name.startswith(f"trial-{t.number}-")
+    return trials
+
+
+def test_two_local_workers_share_a_sqlite_study(tune_spec, tmp_path: Path) -> None:
+    spec = tune_spec()
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    r = _unified("tune", str(spec), "--backend", "ignite", "--workers", "2", "--n-trials", str(N),
+                 "--storage", storage, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = _check_study(storage, "tt", N)
+    pids = {t.user_attrs["pid"] for t in trials}
+    assert len(pids) <= 2 and os.getpid() not in pids
+    assert "[worker 1]" in r.stdout or "[worker 2]" in r.stdout
+    csv_rows = (tmp_path / "runs" / "tt" / "tune" / "tt" / "trials.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == N + 1
+
+
+def test_two_workers_on_two_machines_share_a_postgresql_study(tune_spec, tmp_path: Path, postgres_url: str) -> None:
+    """Two ``--worker-only`` processes started at once on a fresh database (as on two machines: one
+    creates the study, the other joins it), then a report from a third process."""
+    spec = tune_spec()
+    cmd = [sys.executable, "-m", "unified", "tune", str(spec), "--backend", "ignite", "--n-trials", str(N),
+           "--storage", postgres_url, "--study-name", "pg-study", "--worker-only"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two "machines" on this one: one core each
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert postgres_url.split("@")[0].split(":")[-1] not in "".join(o + e for o, e in outs)  # password hidden
+    _check_study(postgres_url, "pg-study", N)
+    r = _unified("tune", str(spec), "--backend", "ignite", "--n-trials", str(N), "--storage", postgres_url,
+                 "--study-name", "pg-study", cwd=tmp_path)  # nothing left to run: just the report
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"{N} complete" in r.stdout and "trial " not in r.stdout.split("study pg-study:")[0].split("worker(s)")[-1]
+    _check_study(postgres_url, "pg-study", N)
+    assert (tmp_path / "runs" / "tt" / "tune" / "pg-study" / "best.yaml").exists()
