@@ -59,9 +59,12 @@ class TensorBoardLogger:
         self._event, self._summary = event_pb2.Event, summary_pb2.Summary
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
-        self.path = self.log_dir / name
-        self._file: Any = open(self.path, "wb")
+        stem = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+        n = 0
+        while (self.log_dir / f"{stem}.{n}").exists():
+            n += 1
+        self.path = self.log_dir / f"{stem}.{n}"
+        self._file: Any = open(self.path, "xb")
         self._writer = RecordWriter(self._file)
         self._write(self._event(wall_time=time.time(), step=0, file_version="brain.Event:2"))
 
@@ -209,8 +212,12 @@ class MlflowLogger:
                             path="logging.mlflow.experiment")
         return cls(client, uri, exp_id, name)
 
-    def start(self, run_dir: Path, spec: Any) -> None:
-        """Create the run, tagged with the backend and run directory, and log the flattened spec as params."""
+    def start(self, run_dir: Path, spec: Any, resumed_from: Optional[str] = None) -> None:
+        """Create the run, tagged with the backend and run directory, and log the flattened spec as params.
+
+        ``resumed_from``: the MLflow run of the run directory's earlier, interrupted part (marked KILLED
+        if it was left RUNNING); the new run is tagged with it.
+        """
         from mlflow.entities import Metric, Param
 
         self._metric = Metric
@@ -219,6 +226,11 @@ class MlflowLogger:
                 "unified.spec_name": spec.name}
         if spec.keras_backend:
             tags["unified.keras_backend"] = spec.keras_backend
+        if resumed_from:
+            tags["unified.resumed_from_mlflow_run"] = resumed_from
+            with contextlib.suppress(Exception):  # a process killed hard leaves its run RUNNING
+                if self.client.get_run(resumed_from).info.status == "RUNNING":
+                    self.client.set_terminated(resumed_from, "KILLED")
         run = self.client.create_run(self.experiment_id, run_name=f"{spec.name}-{spec.backend}-{self.run_dir.name}",
                                      tags=tags)
         self.run_id, self._open = run.info.run_id, True
@@ -266,6 +278,25 @@ class MlflowLogger:
                            "experiment_id": self.experiment_id, "run_id": self.run_id}}
 
 
+def _csv_rows(path: Path) -> list[tuple[int, int, dict[str, float]]]:
+    """The data rows already in ``metrics.csv`` (only when a run is resumed in place)."""
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(int(r["epoch"]), int(r["step"]), {k: float(v) for k, v in r.items() if k not in ("epoch", "step") and v})
+                for r in csv.DictReader(f) if r.get("step")]
+
+
+def _previous_mlflow_run(run_dir: Path, tracking_uri: str) -> Optional[str]:
+    try:
+        prev = json.loads((run_dir / "summary.json").read_text()).get("mlflow") or {}
+    except (OSError, ValueError):
+        return None
+    return prev.get("run_id") if prev.get("tracking_uri") == tracking_uri else None
+
+
 class RunLoggers:
     """The loggers a spec turns on besides the CSV, fed the CSV's rows.
 
@@ -294,19 +325,31 @@ class RunLoggers:
         return self
 
     def start(self, run_dir: Path) -> None:
-        """Open the writers in ``run_dir`` (TensorBoard event file, MLflow run)."""
+        """Open the writers in ``run_dir`` (TensorBoard event file, MLflow run).
+
+        A run resumed in place already has rows in ``metrics.csv`` (cut back to the checkpoint): they are
+        written again, to a fresh event file (the old ones are removed) and to the new MLflow run, so both
+        keep holding exactly what the CSV holds.
+        """
+        run_dir = Path(run_dir)
+        prior = _csv_rows(run_dir / "metrics.csv")
         if "tensorboard" in self.spec.logging.loggers:
-            self.active.append(TensorBoardLogger(Path(run_dir) / "tensorboard"))
+            if prior:
+                for old in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
+                    old.unlink()
+            self.active.append(TensorBoardLogger(run_dir / "tensorboard"))
             self.started.append(self.active[-1])
         if self._mlflow is not None:
             try:
-                self._mlflow.start(run_dir, self.spec)
+                self._mlflow.start(run_dir, self.spec, _previous_mlflow_run(run_dir, self._mlflow.tracking_uri))
             except Exception as e:  # noqa: BLE001 - the store accepted the probe but refuses the run
                 self._mlflow.discard()
                 raise SpecError(f"MLflow at {self._mlflow.tracking_uri!r} refused the run: {_first_line(e)}",
                                 path="logging.mlflow.tracking_uri") from None
             self.active.append(self._mlflow)
             self.started.append(self._mlflow)
+        for epoch, step, values in prior:
+            self.log(epoch, step, values)
 
     def _guard(self, logger: Any, what: str, *args: Any) -> None:
         try:

@@ -226,3 +226,56 @@ def test_every_backend_lists_the_loggers():
         assert {"logger:tensorboard", "logger:mlflow"} <= cls.features
         assert cls.unsupported(unified.load_spec({"data": {"source": "sklearn:iris"},
                                                   "logging": {"loggers": ["tensorboard", "mlflow"]}})) == []
+
+
+def _points(run_dir: Path, summary: dict) -> tuple[dict, dict, dict]:
+    """``(key, step) -> set of values`` from metrics.csv, the TensorBoard events and the MLflow run."""
+    import csv
+    from collections import defaultdict
+
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    want, tb, ml = defaultdict(set), defaultdict(set), defaultdict(set)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if k not in ("epoch", "step") and v:
+                    want[(k, int(row["step"]))].add(float(np.float32(v)))
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    for tag in acc.Tags()["scalars"]:
+        for e in acc.Scalars(tag):
+            tb[(tag, e.step)].add(e.value)
+    client = MlflowClient(tracking_uri=summary["mlflow"]["tracking_uri"])
+    for key in client.get_run(summary["mlflow"]["run_id"]).data.metrics:
+        for m in client.get_metric_history(summary["mlflow"]["run_id"], key):
+            ml[(key, m.step)].add(float(np.float32(m.value)))
+    return dict(want), dict(tb), dict(ml)
+
+
+@needs_backend
+def test_resume_in_place_rewrites_the_csv_history(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SPEC)
+    first = UnifiedTrainer("s.yaml", backend=BACKEND, overrides={"trainer.max_epochs": 1}).fit()
+    second = UnifiedTrainer("s.yaml", backend=BACKEND, overrides={"trainer.max_epochs": 3}).fit(resume=str(first.run_dir))
+    assert second.run_dir == first.run_dir and second.epochs == 3
+    want, tb, ml = _points(second.run_dir, second.summary)
+    assert len({s for _, s in want}) > 10 and tb == want and ml == want
+    assert len(list((second.run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    client = MlflowClient(tracking_uri=second.summary["mlflow"]["tracking_uri"])
+    new = client.get_run(second.summary["mlflow"]["run_id"])
+    assert new.data.tags["unified.resumed_from_mlflow_run"] == first.summary["mlflow"]["run_id"] != new.info.run_id
+    assert new.data.params["trainer.max_epochs"] == "3" and new.info.status == "FINISHED"
+
+
+@needs_backend
+def test_validate_checks_the_tracking_uri(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SPEC)
+    code = main(["validate", "s.yaml", "--backend", BACKEND, "--set", "logging.mlflow.tracking_uri=foo://x"])
+    err = capsys.readouterr().err
+    assert code == 2 and "logging.mlflow.tracking_uri: cannot use MLflow tracking URI 'foo://x'" in err
