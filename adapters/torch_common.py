@@ -435,6 +435,11 @@ class TorchAdapter(BackendAdapter):
         self.precision = ctx.spec.trainer.precision
         self._win_loss: Any = None
         self._win_n = 0
+        from unified.schedules import check_monitor_available, plan_schedule
+
+        # Resolved (and checked) here, before anything trains; the torch scheduler is built on the optimizer.
+        self.schedule_plan = plan_schedule(ctx.spec, self.batches_per_epoch())
+        check_monitor_available(self.schedule_plan, ctx.has_val)
 
     def batches_per_epoch(self) -> Optional[int]:
         """Micro-batches per epoch (``None`` for a native loader without ``len``)."""
@@ -448,10 +453,6 @@ class TorchAdapter(BackendAdapter):
 
     def new_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
         """Build ``self.scheduler`` (torch's, for ``spec.scheduler``) on ``optimizer``; ``None`` without one."""
-        from unified.schedules import check_monitor_available, plan_schedule
-
-        self.schedule_plan = plan_schedule(self.ctx.spec, self.batches_per_epoch())
-        check_monitor_available(self.schedule_plan, self.ctx.has_val)
         self.scheduler = make_scheduler(self.schedule_plan, optimizer)
         return self.scheduler
 

@@ -38,6 +38,7 @@ class TrainState:
         should_stop: set it (or call :meth:`request_stop`) to end training after the current epoch.
         status: ``running``, then ``completed``, ``stopped_early``, ``interrupted`` or ``failed``.
         run_dir: the run directory.
+        resumed_from: the checkpoint this run continued from (``None`` for a fresh run).
     """
 
     backend: str
@@ -53,6 +54,7 @@ class TrainState:
     stop_reason: Optional[str] = None
     status: str = "running"
     best: Optional[dict[str, Any]] = None
+    resumed_from: Optional[str] = None
     _loss: Any = field(default=None, repr=False)
     _controller: Optional[Controller] = field(default=None, repr=False)
     _dispatcher: Any = field(default=None, repr=False)
@@ -188,10 +190,16 @@ class EarlyStopping(Callback):
                 state.set_weights(self._best_weights)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        out: dict[str, Any] = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                               "stopped_epoch": self.stopped_epoch}
+        if self.restore_best_weights and self._best_weights is not None:
+            out["best_weights"] = self._best_weights
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self.stopped_epoch = state.get("stopped_epoch")
+        self._best_weights = state.get("best_weights") if self.restore_best_weights else None
 
 
 def _slug(key: str) -> str:
@@ -215,20 +223,38 @@ class ModelCheckpoint(Callback):
         self.best_epoch: Optional[int] = None
         self.best_path: Optional[str] = None
         self.kept: list[tuple[float, int, str]] = []  # (value, epoch, path) of the top-k files
+        self._loaded_dir: Optional[str] = None
 
     def _dir(self, state: TrainState) -> Path:
-        return Path(self.dirpath) if self.dirpath else state.run_dir / "checkpoints"
+        d = Path(self.dirpath) if self.dirpath else state.run_dir / "checkpoints"
+        if self._loaded_dir is not None and os.path.abspath(self._loaded_dir) != os.path.abspath(d):
+            # Resumed into another directory (like Lightning when dirpath changed): the top-k list and
+            # best score refer to the old directory's files, so they start afresh here.
+            self.best_value = self.best_epoch = self.best_path = None
+            self.kept = []
+        self._loaded_dir = None
+        return d
+
+    @property
+    def _last_dir(self) -> Optional[str]:
+        for path in [self.best_path, *(k[2] for k in self.kept)]:
+            if path:
+                return str(Path(path).parent)
+        return self.dirpath
 
     def _save(self, state: TrainState, stem: str) -> Path:
-        d = self._dir(state)
+        d = Path(self.dirpath) if self.dirpath else state.run_dir / "checkpoints"
         path = d / f"{stem}.ckpt"
         state.save_checkpoint(path)
         state.save_weights(d / f"{stem}.npz")
         return path
 
     def on_epoch_end(self, state: TrainState) -> None:
+        if state.status == "failed":
+            return  # never overwrite the last good checkpoint with a failed state (NaN weights)
         if state.epoch % self.every_n_epochs != 0 and not state.should_stop:
             return
+        d = self._dir(state)
         saved: list[Path] = []
         value = state.metrics.get(self.monitor)
         if self.save_top_k != 0 and value is not None and _better(self.mode, value, self.best_value):
@@ -239,7 +265,7 @@ class ModelCheckpoint(Callback):
             stem = f"epoch={state.epoch:03d}-{_slug(self.monitor)}={value:.4f}"
             worst_first = sorted(self.kept, key=lambda t: t[0], reverse=self.mode == "min")
             if self.save_top_k == -1 or len(self.kept) < self.save_top_k or _better(self.mode, value, worst_first[0][0]):
-                path = self._dir(state) / f"{stem}.ckpt"
+                path = d / f"{stem}.ckpt"
                 state.save_checkpoint(path)
                 saved.append(path)
                 self.kept.append((float(value), state.epoch, str(path)))
@@ -254,12 +280,13 @@ class ModelCheckpoint(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch, "best_path": self.best_path,
-                "kept": [list(k) for k in self.kept]}
+                "kept": [list(k) for k in self.kept], "dir": self._last_dir}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.best_path = state["best_path"]
         self.kept = [tuple(k) for k in state["kept"]]  # type: ignore[misc]
+        self._loaded_dir = state.get("dir")
 
 
 def _notify_saved(state: TrainState, path: Path) -> None:
@@ -278,6 +305,12 @@ class LearningRateMonitor(Callback):
         if "lr" in state.metrics:
             self.history.append((state.epoch, state.metrics["lr"]))
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [(int(e), float(v)) for e, v in state.get("history", [])]
+
 
 class TerminateOnNan(Callback):
     """Stop with status ``failed`` as soon as the training loss is NaN or infinite (a sync per step)."""
@@ -289,14 +322,25 @@ class TerminateOnNan(Callback):
 
 
 class Timer(Callback):
-    """Stop once ``max_time`` seconds of training have passed."""
+    """Stop once ``max_time`` seconds of training have passed (a resumed run counts the time before it)."""
 
     def __init__(self, max_time: float) -> None:
         self.max_time = max_time
         self._start = 0.0
+        self._before = 0.0
 
     def on_fit_start(self, state: TrainState) -> None:
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() - self._before
+
+    def elapsed(self) -> float:
+        """Seconds of training so far."""
+        return time.perf_counter() - self._start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed": self.elapsed() if self._start else self._before}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._before = float(state.get("elapsed", 0.0))
 
     def on_train_batch_end(self, state: TrainState) -> None:
         if time.perf_counter() - self._start >= self.max_time:

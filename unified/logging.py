@@ -57,11 +57,13 @@ class CsvLogger:
     Each row is written with one call and flushed, so the file never ends in half a row.
     """
 
-    def __init__(self, path: Path, keys: list[str]) -> None:
+    def __init__(self, path: Path, keys: list[str], append: bool = False) -> None:
         self.path = path
         self.columns = ["epoch", "step", *keys]
-        self._file: Optional[TextIO] = open(path, "w", encoding="utf-8", newline="")
-        self._write_row(self.columns)
+        resume = append and path.exists() and path.stat().st_size > 0  # a resumed run continues its file
+        self._file: Optional[TextIO] = open(path, "a" if resume else "w", encoding="utf-8", newline="")
+        if not resume:
+            self._write_row(self.columns)
 
     def _write_row(self, cells: list[str]) -> None:
         buf = io.StringIO()

@@ -1,0 +1,302 @@
+"""Checkpoints, exact resume and faults on every installed backend (items 1, 5 and 6 of issue 4).
+
+Small and fast on purpose: iris (120 train samples, batch 16 -> 8 steps per epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from unified import TrainingError, UnifiedTrainer
+from unified.callbacks import Callback, EarlyStopping
+from unified.cli import main
+from unified.errors import Interrupted
+from unified.registry import installed_backends
+
+BACKENDS = installed_backends()
+STEPS_PER_EPOCH = 8  # iris: 150 samples, val_fraction 0.2 -> 120 train, batch 16
+
+
+def iris_spec(tmp_path: Path, **trainer) -> dict:
+    return {
+        "name": "r", "seed": 0,
+        "data": {"source": "sklearn:iris", "standardize": True, "val_fraction": 0.2, "batch_size": 16},
+        "model": {"arch": "mlp", "hidden": [16]},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "trainer": {"max_epochs": 6, "log_every_n_steps": 1, "progress_bar": False, **trainer},
+        "callbacks": [{"early_stopping": {"monitor": "val/loss", "patience": 2, "min_delta": 0.05}},
+                      {"model_checkpoint": {"monitor": "val/accuracy", "mode": "max", "save_top_k": 2}}],
+        "logging": {"dir": str(tmp_path / "runs")},
+    }
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    return {int(r["step"]): float(r["train/loss"]) for r in rows(run_dir) if r["train/loss"]}
+
+
+class SignalAt(Callback):
+    """Sends this process ``sig`` after optimizer step ``step`` (a real signal, handled like Ctrl-C / kill)."""
+
+    def __init__(self, step: int, sig: int = signal.SIGTERM) -> None:
+        self.step, self.sig = step, sig
+
+    def on_train_batch_end(self, state) -> None:
+        if state.global_step == self.step:
+            os.kill(os.getpid(), self.sig)
+
+
+class Poison(Callback):
+    """Sets every weight to NaN after optimizer step ``step``: the next loss is NaN."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, state) -> None:
+        if state.global_step == self.step:
+            state.set_weights({k: np.full_like(v, np.nan) for k, v in state.get_weights().items()})
+
+
+class Trace(Callback):
+    """Records what every hook sees of the TrainState."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple] = []
+
+    def _rec(self, hook: str, state, *extra) -> None:
+        self.log.append((hook, state.epoch, state.global_step, state.batch_idx, state.status, state.should_stop,
+                         *extra))
+
+    def on_fit_start(self, state): self._rec("fit_start", state)
+    def on_epoch_start(self, state): self._rec("epoch_start", state)
+    def on_train_batch_end(self, state): self._rec("batch_end", state)
+    def on_validation_end(self, state, metrics): self._rec("validation_end", state, tuple(sorted(metrics)))
+    def on_epoch_end(self, state): self._rec("epoch_end", state)
+    def on_checkpoint_saved(self, state, path): self._rec("checkpoint_saved", state, Path(path).name)
+    def on_fit_end(self, state): self._rec("fit_end", state)
+
+
+def test_resume_3_to_6_epochs_and_mid_epoch_matches_an_uninterrupted_run(backend, tmp_path):
+    """3 epochs; resumed to 6 but SIGTERM'd mid-epoch 5; resumed again: the same as 6 epochs in one go."""
+    full = UnifiedTrainer(iris_spec(tmp_path), backend=backend).fit()
+    first = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=backend).fit()
+    assert first.global_step == 3 * STEPS_PER_EPOCH
+
+    killed = UnifiedTrainer(iris_spec(tmp_path), backend=backend, callbacks=[SignalAt(4 * STEPS_PER_EPOCH + 3)])
+    with pytest.raises(Interrupted) as info:
+        killed.fit(resume=first.run_dir)
+    assert info.value.signum == signal.SIGTERM
+    run_dir = first.run_dir  # a run directory is continued in place
+    assert killed.run_dir == run_dir
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["global_step"] == 4 * STEPS_PER_EPOCH + 3
+    assert (run_dir / "checkpoints" / "interrupted.ckpt").stat().st_size > 0
+
+    done = UnifiedTrainer(iris_spec(tmp_path), backend=backend).fit(resume=run_dir)
+    assert done.run_dir == run_dir and done.status == full.status
+    assert done.global_step == full.global_step and done.epochs == full.epochs
+    assert abs(done.metrics["val/loss"] - full.metrics["val/loss"]) <= 1e-5
+    # the same metrics.csv rows (epoch, step) and per-step losses, as if never stopped
+    assert [(r["epoch"], r["step"]) for r in rows(run_dir)] == [(r["epoch"], r["step"]) for r in rows(full.run_dir)]
+    a, b = step_losses(full.run_dir), step_losses(run_dir)
+    assert max(abs(a[s] - b[s]) for s in a) <= 1e-5
+    # callback state came back: the same checkpoint files, the same best
+    names = lambda d: sorted(p.name for p in (d / "checkpoints").glob("*.ckpt") if p.name != "interrupted.ckpt")
+    assert names(run_dir) == names(full.run_dir)
+    assert done.best == full.best
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+    assert json.loads((run_dir / "summary.json").read_text())["resumed_from"].endswith("interrupted.ckpt")
+
+
+def test_resume_from_a_checkpoint_file_starts_a_new_run_dir(backend, tmp_path):
+    first = UnifiedTrainer(iris_spec(tmp_path, max_epochs=2), backend=backend).fit()
+    ckpt = first.run_dir / "checkpoints" / "last.ckpt"
+    second = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=backend).fit(resume=ckpt)
+    assert second.run_dir != first.run_dir
+    assert second.global_step == 3 * STEPS_PER_EPOCH
+    assert [int(r["epoch"]) for r in rows(second.run_dir)] == [3] * (STEPS_PER_EPOCH + 1)  # only the new epoch
+    assert json.loads((second.run_dir / "summary.json").read_text())["resumed_from"] == str(ckpt)
+
+
+def test_resume_mistakes_are_one_line_exit_2(backend, tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(iris_spec(tmp_path, max_epochs=1)))
+    assert main(["run", str(spec), "--backend", backend, "--resume", str(tmp_path / "nope")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    assert main(["run", str(spec), "--backend", backend, "--resume", str(junk)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a" in err[0] and "Traceback" not in err[0]
+    run_dir = tmp_path / "one"
+    assert main(["run", str(spec), "--backend", backend, "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    before = (run_dir / "metrics.csv").read_text()
+    assert main(["run", str(spec), "--resume", str(run_dir)]) == 2  # max_epochs reached: nothing to do
+    assert "nothing left to train" in capsys.readouterr().err
+    assert (run_dir / "metrics.csv").read_text() == before  # untouched
+    other = next((b for b in BACKENDS if b != backend), None)
+    if other is not None:
+        assert main(["run", str(spec), "--backend", other, "--resume", str(run_dir),
+                     "--set", "trainer.max_epochs=2"]) == 2
+        assert f"used backend {backend}" in capsys.readouterr().err
+
+
+def test_portable_weights_continue_on_any_backend_with_a_warning(backend, tmp_path, capsys):
+    source = BACKENDS[0]
+    first = UnifiedTrainer(iris_spec(tmp_path, max_epochs=2), backend=source).fit()
+    capsys.readouterr()
+    weights = first.run_dir / "checkpoints" / "last.npz"
+    spec = iris_spec(tmp_path, max_steps=1)
+    spec["optimizer"]["lr"] = 1e-12  # one step that moves nothing: the weights are the loaded ones
+    trainer = UnifiedTrainer(spec, backend=backend)
+    second = trainer.fit(resume=weights)
+    assert "weights only" in capsys.readouterr().err
+    assert second.global_step == 1 and second.epochs == 1  # counters start afresh
+    loaded, final = np.load(weights), trainer._adapter.get_weights()
+    assert set(loaded.files) == set(final)
+    assert max(float(np.max(np.abs(loaded[k] - final[k]))) for k in final) <= 1e-6
+
+
+def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(backend, tmp_path, capsys):
+    spec = iris_spec(tmp_path, max_epochs=4)
+    spec["callbacks"] = [{"model_checkpoint": {"monitor": "val/loss", "save_top_k": 1}}]
+    trainer = UnifiedTrainer(spec, backend=backend, callbacks=[Poison(2 * STEPS_PER_EPOCH + 2)])
+    with pytest.raises(TrainingError, match=r"loss is nan at step 19"):
+        trainer.fit()
+    summary = json.loads((trainer.run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "loss is nan" in summary["stop_reason"]
+    last = np.load(trainer.run_dir / "checkpoints" / "last.npz")
+    assert all(np.isfinite(last[k]).all() for k in last.files)  # epoch 2's, not the poisoned weights
+    assert summary["epochs"] == 3
+    # the CLI: exit 1 and one line
+    path = tmp_path / "nan.yaml"
+    spec["optimizer"] = {"name": "sgd", "lr": 1e30}
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--backend", backend, "--run-dir", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training failed: loss is" in err[0]
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two installed backends to compare")
+def test_callbacks_stop_at_the_same_epoch_keep_the_same_files_and_see_the_same_state(tmp_path):
+    out = {}
+    for b in BACKENDS:
+        spec = iris_spec(tmp_path, max_epochs=12)
+        spec["callbacks"] = [
+            {"early_stopping": {"monitor": "val/accuracy", "mode": "max", "patience": 2, "restore_best_weights": True}},
+            {"model_checkpoint": {"monitor": "val/accuracy", "mode": "max", "save_top_k": 2, "every_n_epochs": 2}},
+            "lr_monitor", "terminate_on_nan", {"timer": {"max_time": 3600}},
+        ]
+        trace = Trace()
+        trainer = UnifiedTrainer(spec, backend=b, callbacks=[trace])
+        result = trainer.fit()
+        files = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
+        es = next(c for c in trainer._ctx.events.callbacks if isinstance(c, EarlyStopping))
+        assert es.best_epoch < result.epochs
+        final = trainer._adapter.get_weights()
+        assert all(np.array_equal(final[k], es._best_weights[k]) for k in final), b  # best weights restored
+        last = np.load(result.run_dir / "checkpoints" / "last.npz")  # saved after the restore
+        assert all(np.array_equal(final[k], last[k]) for k in final), b
+        out[b] = (result.status, result.epochs, result.global_step, files, trace.log)
+    ref = out[BACKENDS[0]]
+    assert ref[0] == "stopped_early" and ref[1] < 12
+    for b in BACKENDS[1:]:
+        assert out[b][:4] == ref[:4], f"{b}: {out[b][:4]} != {ref[:4]}"
+        assert out[b][4] == ref[4], f"{b}: TrainState differs from {BACKENDS[0]}"
+
+
+# -- a real process killed with SIGTERM mid-epoch, then resumed from the command line -----------------------
+SLOW = '''
+import time
+from unified.callbacks import Callback
+
+
+class Slow(Callback):
+    def on_train_batch_end(self, state):
+        time.sleep(0.1)
+'''
+
+
+def _cli(args: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "unified", "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _kill_and_resume(tmp_path: Path, extra: list[str]) -> tuple[dict, Path]:
+    (tmp_path / "slowcb.py").write_text(SLOW)
+    spec = iris_spec(tmp_path, max_epochs=3)
+    spec["callbacks"].append({"python": {"target": "slowcb:Slow"}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "killed"
+    proc = _cli([str(path), "--run-dir", str(run_dir), *extra])
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        csv_path = run_dir / "metrics.csv"
+        if csv_path.exists() and len(csv_path.read_text().splitlines()) > STEPS_PER_EPOCH + 4:  # into epoch 2
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "SIGTERM" in err and "--resume" in err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 0 < summary["global_step"] < 3 * STEPS_PER_EPOCH
+    assert (run_dir / "checkpoints" / "interrupted.ckpt").is_file()
+    assert not list(run_dir.rglob(".*.tmp"))
+    resumed = _cli([str(path), "--resume", str(run_dir)])  # the run's own backend
+    out, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err[-2000:]
+    return json.loads((run_dir / "summary.json").read_text()), run_dir
+
+
+def test_sigterm_mid_epoch_then_resume_from_the_cli(backend, tmp_path):
+    if backend == "keras":
+        import keras
+
+        extra = ["--backend", "keras", "--keras-backend", keras.backend.backend()]
+    else:
+        extra = ["--backend", backend]
+    summary, run_dir = _kill_and_resume(tmp_path, extra)
+    assert summary["status"] == "completed" and summary["global_step"] == 3 * STEPS_PER_EPOCH
+    steps = [int(r["step"]) for r in rows(run_dir) if r["train/loss"]]
+    assert steps == list(range(1, 3 * STEPS_PER_EPOCH + 1))  # every step once: nothing lost, nothing repeated
+    reference = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=backend).fit()
+    assert abs(summary["metrics"]["val/loss"] - reference.metrics["val/loss"]) <= 1e-5
+
+
+def _keras_torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("keras") is not None and importlib.util.find_spec("torch") is not None
+
+
+@pytest.mark.skipif(not _keras_torch_available() or not [b for b in BACKENDS if b != "keras"],
+                    reason="needs keras, torch and a torch trainer")
+def test_keras_on_torch_sigterm_and_exact_resume(tmp_path):
+    """Keras picks its tensor backend once per process: keras/torch runs in subprocesses."""
+    summary, run_dir = _kill_and_resume(tmp_path, ["--backend", "keras", "--keras-backend", "torch"])
+    assert summary["keras_backend"] == "torch"
+    assert summary["status"] == "completed" and summary["global_step"] == 3 * STEPS_PER_EPOCH
+    reference = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=next(b for b in BACKENDS if b != "keras")).fit()
+    assert abs(summary["metrics"]["val/loss"] - reference.metrics["val/loss"]) <= 1e-5
+    a, b = step_losses(reference.run_dir), step_losses(run_dir)
+    assert max(abs(a[s] - b[s]) for s in a) <= 1e-5
