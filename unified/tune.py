@@ -694,10 +694,13 @@ def report(cfg: TuneConfig, study: Any) -> TuneResult:
         spec = trial_spec(cfg, params)
         from unified.trainer import UnifiedTrainer
 
-        resolved = UnifiedTrainer(spec, backend=cfg.backend).spec
+        import yaml
+
+        resolved = UnifiedTrainer(spec, backend=cfg.backend).spec.to_dict()
+        resolved.pop("tune", None)  # a plain spec for `unified run`
         atomic_write_text(out / "best.yaml",
                           f"# best trial {bt.number} of study {cfg.study_name}: {cfg.metric}={bt.value!r}\n"
-                          + resolved.to_yaml())
+                          + yaml.safe_dump(resolved, sort_keys=False))
         files.append("best.yaml")
         best = {"number": bt.number, "value": bt.value, "params": params, "run_dir": bt.user_attrs.get("run_dir")}
     _write_trials_csv(out / "trials.csv", cfg, trials)
