@@ -722,14 +722,15 @@ def _write_trials_csv(path: Path, cfg: TuneConfig, trials: list[Any]) -> None:
     keys = list(cfg.tune.space)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["number", "state", "value", *keys, "last_epoch", "duration_s", "run_dir", "error"])
+    w.writerow(["number", "state", "value", *keys, "last_epoch", "duration_s", "host", "run_dir", "error"])
     for t in trials:
         params = decode_params(cfg.tune.space, t.params)
         last_epoch = max(t.intermediate_values) if t.intermediate_values else ""
         dur = t.duration.total_seconds() if t.duration is not None else ""
         w.writerow([t.number, t.state.name.lower(), "" if t.value is None else repr(t.value),
                     *(_fmt(params.get(k, "")) for k in keys), last_epoch,
-                    f"{dur:.3f}" if dur != "" else "", t.user_attrs.get("run_dir", ""), t.user_attrs.get("error", "")])
+                    f"{dur:.3f}" if dur != "" else "", t.user_attrs.get("host", ""), t.user_attrs.get("run_dir", ""),
+                    t.user_attrs.get("error", "")])
     atomic_write_text(path, buf.getvalue())
 
 
