@@ -174,6 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"train time: {result.train_time_s:.2f}s")
     if shown:
         print("  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+    if trainer.spec.export.formats:
+        print(f"export: {result.run_dir / 'export'} ({', '.join(trainer.spec.export.formats)}, manifest.json)")
     return EXIT_OK
 
 

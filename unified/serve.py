@@ -31,6 +31,7 @@ from unified.export.runtimes import Runner, load_runner
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+INLINE_ELEMENTS = 16_384  # inputs up to this many values run on the event loop
 
 
 class BadRequest(Exception):
@@ -247,7 +248,10 @@ def _build_app(manifest: dict[str, Any], entry: dict[str, Any], runner: Runner, 
         except BadRequest as e:
             return error(e.status, e.detail)
         try:
-            outputs = await run_in_threadpool(runner, x)
+            # Small batches run inline (onnxruntime takes microseconds; a thread hop costs more); large
+            # ones, and runtimes that serialize calls behind a lock, run in the thread pool.
+            inline = runner.lock is None and x.size <= INLINE_ELEMENTS
+            outputs = runner(x) if inline else await run_in_threadpool(runner, x)
         except Exception as e:  # noqa: BLE001 - e.g. a bare ONNX file whose width was unknown
             return error(422, f"the model refused the inputs: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}")
         outputs = outputs.reshape(len(x), -1) if outputs.ndim == 1 else outputs

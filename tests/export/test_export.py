@@ -17,7 +17,21 @@ from unified import NotSupportedError, UnifiedTrainer
 from unified.cli import main
 from unified.registry import installed_backends, load_adapter
 
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
 SMALL = {"data": {"batch_size": 64}, "model": {"hidden": [16]}, "trainer": {"max_epochs": 1}}
+
+
+@pytest.fixture(autouse=True)
+def _export_tools(request):
+    """Skip a backend whose exporter package is not installed (tox envs without the `export` extra)."""
+    import importlib.util
+
+    backend = request.node.callspec.params.get("backend") if hasattr(request.node, "callspec") else None
+    need = {"keras": "tf2onnx", "lightning": "onnxscript", "ignite": "onnxscript"}.get(backend or "", "onnxscript")
+    if importlib.util.find_spec(need) is None:
+        pytest.skip(f"needs {need} (pip install 'unified-trainer[export]')")
 
 
 def _raw_digits(n: int = 40) -> np.ndarray:
