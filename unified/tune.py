@@ -394,16 +394,43 @@ def _join(study: Any, cfg: TuneConfig, attrs: dict[str, Any], echo: Callable[[st
         echo(f"study {cfg.study_name}: already holds {total} trials (more than --n-trials {cfg.n_trials})")
 
 
+def _pop_waiting(study: Any) -> Optional[int]:
+    """The id of a WAITING trial this process now owns (set RUNNING), or None when none is left.
+
+    One conditional ``UPDATE ... WHERE state = 'WAITING'`` per candidate: the database lets exactly one
+    worker change the row. (Optuna's own queue reads the state, then writes it; its ``SELECT ... FOR
+    UPDATE`` makes that safe on PostgreSQL/MySQL but SQLite ignores it, so two workers could both take
+    one trial.) Works on Optuna's RDB schema: table ``trials`` with ``state`` stored by name.
+    """
+    from sqlalchemy import text
+
+    rdb = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDBStorage in a cache
+    engine = rdb.engine
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(
+            text("SELECT trial_id FROM trials WHERE study_id = :s AND state = 'WAITING' ORDER BY number"),
+            {"s": study._study_id})]
+    for trial_id in ids:
+        with engine.begin() as conn:
+            taken = conn.execute(
+                text("UPDATE trials SET state = 'RUNNING', datetime_start = :now "
+                     "WHERE trial_id = :t AND state = 'WAITING'"), {"now": datetime.now(), "t": trial_id}).rowcount
+        if taken == 1:
+            return trial_id
+    return None
+
+
 def _claim(study: Any) -> Any:
     """Take one WAITING trial (atomic WAITING -> RUNNING in the storage), or None when none is left."""
     optuna = _optuna()
+    from sqlalchemy.exc import OperationalError
+
     for attempt in range(30):
         try:
             optuna.storages.fail_stale_trials(study)  # trials of workers that died: FAIL
-            # Optuna's queue, as Study.ask uses it, without ask's fallback of creating a new trial.
-            trial_id = study._pop_waiting_trial_id()
+            trial_id = _pop_waiting(study)
             break
-        except optuna.exceptions.StorageInternalError:  # SQLite busy with another worker's write
+        except (optuna.exceptions.StorageInternalError, OperationalError):  # SQLite busy beyond its timeout
             time.sleep(0.2 + 0.1 * attempt)
     else:
         raise TrainingError("the study storage stayed busy; cannot claim a trial")

@@ -75,3 +75,37 @@ def test_two_workers_on_two_machines_share_a_postgresql_study(tune_spec, tmp_pat
     assert f"{N} complete" in r.stdout and "trial " not in r.stdout.split("study pg-study:")[0].split("worker(s)")[-1]
     _check_study(postgres_url, "pg-study", N)
     assert (tmp_path / "runs" / "tt" / "tune" / "pg-study" / "best.yaml").exists()
+
+
+CLAIMER = r"""
+import json, os, sys, time
+import optuna
+from unified.tune import _claim, open_storage
+study = optuna.load_study(study_name="claims", storage=open_storage(sys.argv[1]))
+taken = []
+while (trial := _claim(study)) is not None:
+    taken.append(trial.number)
+    study.tell(trial, float(trial.number))
+print(json.dumps(taken))
+"""
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_racing_workers_take_each_queued_trial_once(db: str, tmp_path: Path, request) -> None:
+    """Four processes claim from one queue as fast as they can (no training): every trial exactly once."""
+    storage = f"sqlite:///{tmp_path / 'claims.db'}" if db == "sqlite" else request.getfixturevalue("postgres_url")
+    n = 40
+    from unified.tune import open_storage
+
+    study = optuna.create_study(study_name="claims", storage=open_storage(storage))
+    for _ in range(n):
+        study.enqueue_trial({})
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, storage], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    taken = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    flat = sorted(x for t in taken for x in t)
+    assert flat == list(range(n)), f"claimed {flat}"
+    trials = optuna.load_study(study_name="claims", storage=storage_url(storage)).trials
+    assert len(trials) == n and all(t.state.name == "COMPLETE" for t in trials)
