@@ -232,6 +232,17 @@ class LightningAdapter(tc.TorchAdapter):
         return tc.unpack_run_state(blob, path), {"path": str(path), "torch_rng": blob.get("torch_rng")}
 
     def restore(self, payload: Any, run_state: dict[str, Any]) -> None:
+        spe = self.ctx.events.state.steps_per_epoch
+        if run_state.get("epoch_closed") and spe and 0 < int(run_state["batches_done"]) < spe:
+            # Lightning marks an epoch that a stop request or max_steps ended early as finished, and its
+            # loops then restart in the next epoch with the old batch count: not the canonical order.
+            from unified.errors import NotSupportedError
+
+            raise NotSupportedError(
+                f"backend 'lightning' cannot resume exactly from {payload['path']}: it was written after training "
+                f"ended inside epoch {run_state['epoch']} (step {run_state['global_step']}, max_steps or a stop "
+                f"request), which Lightning's loops restart at the next epoch; resume from an epoch-end or "
+                f"interrupted checkpoint, or on ignite/keras")
         self._ckpt_path, self._run_state = payload["path"], run_state
         if payload.get("torch_rng") is not None:
             torch.set_rng_state(payload["torch_rng"])

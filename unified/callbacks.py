@@ -157,7 +157,9 @@ class EarlyStopping(Callback):
         mode: ``min`` or ``max``.
         patience: epochs without improvement before stopping.
         min_delta: the smallest change that counts as an improvement.
-        restore_best_weights: load the best epoch's weights when stopping.
+        restore_best_weights: when training ends (stopped or completed, as Keras 3 does), load the
+            weights of the best epoch. Checkpoints keep the training weights, so a resumed run continues
+            from where training was, not from the restored weights.
     """
 
     def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3, min_delta: float = 0.0,
@@ -186,8 +188,11 @@ class EarlyStopping(Callback):
                 f"early stopping: {self.monitor} did not improve for {self.wait} epoch(s) "
                 f"(best {self.best:.6g} at epoch {self.best_epoch})"
             )
-            if self.restore_best_weights and self._best_weights is not None:
-                state.set_weights(self._best_weights)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if self.restore_best_weights and self._best_weights is not None and \
+                state.status in ("completed", "stopped_early"):
+            state.set_weights(self._best_weights)
 
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
