@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -27,7 +28,7 @@ from unified.errors import BackendUnavailableError, SpecError
 # summary.json status -> MLflow run status.
 MLFLOW_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "interrupted": "KILLED"}
 _ARTIFACTS = ("spec.yaml", "summary.json", "metrics.csv", "classes.json")
-_FLUSH_SECONDS = 10.0  # MLflow metrics are sent in batches: at most this old, and at the end of the run
+_FLUSH_SECONDS = 10.0  # MLflow metrics are sent in batches by a thread: every 10 s, and at the end of the run
 
 
 def _need(module: str, extra: str, logger: str) -> None:
@@ -172,7 +173,12 @@ class MlflowLogger:
         self.run_id: Optional[str] = None
         self.run_dir: Optional[Path] = None
         self._buffer: list[Any] = []
-        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()  # guards _buffer
+        self._send_lock = threading.Lock()  # one log_batch sequence at a time (flusher thread or caller)
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
         self._metric: Any = None
         self._open = False
 
@@ -237,26 +243,68 @@ class MlflowLogger:
         params = [Param(k, v) for k, v in _param_items(flatten_params(spec.to_dict()))]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i:i + 100])
+        self._thread = threading.Thread(target=self._flusher, name="unified-mlflow-flusher", daemon=True)
+        self._thread.start()
 
     def log(self, epoch: int, step: int, values: dict[str, float]) -> None:
+        """Queue the row's points; a background thread sends them (the training loop never waits on MLflow)."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         ts = int(time.time() * 1000)
-        self._buffer.extend(self._metric(k, v, ts, step) for k, v in values.items())
-        if len(self._buffer) >= 1000 or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
-            self.flush()
+        points = [self._metric(k, v, ts, step) for k, v in values.items()]
+        with self._lock:
+            self._buffer.extend(points)
+            full = len(self._buffer) >= 1000
+        if full:
+            self._wake.set()
+
+    def _flusher(self) -> None:
+        while not self._stop:
+            self._wake.wait(_FLUSH_SECONDS)
+            self._wake.clear()
+            if self._stop:
+                return
+            try:
+                self._send()
+            except Exception as e:  # noqa: BLE001 - raised in the training thread by the next log()
+                self._error = e
+                return
+
+    def _send(self) -> None:
+        with self._send_lock:
+            with self._lock:
+                points, self._buffer = self._buffer, []
+            for i in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
+                try:
+                    self.client.log_batch(self.run_id, metrics=points[i:i + 1000])
+                except BaseException:
+                    with self._lock:  # keep what was not sent: close() tries once more
+                        self._buffer[:0] = points[i:]
+                    raise
+
+    def _stop_flusher(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
 
     def flush(self) -> None:
-        """Send the buffered metrics (batches of at most 1000, MLflow's limit)."""
-        self._last_flush = time.monotonic()
-        while self._buffer and self._open:
-            batch = self._buffer[:1000]
-            self.client.log_batch(self.run_id, metrics=batch)
-            del self._buffer[:len(batch)]
+        """Send everything queued now, in the calling thread."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._open:
+            self._send()
 
     def close(self, status: str) -> None:
         """Flush, attach the run's small files as artifacts, and end the MLflow run with ``status``."""
         if not self._open:
             return
+        self._stop_flusher()
         try:
+            self._error = None
             self.flush()
             assert self.run_dir is not None
             for name in _ARTIFACTS:
@@ -268,6 +316,7 @@ class MlflowLogger:
 
     def discard(self) -> None:
         """Setup failed before training: delete the MLflow run, like the run directory."""
+        self._stop_flusher()
         if self.run_id is not None:
             self._open = False
             self.client.delete_run(self.run_id)

@@ -279,3 +279,27 @@ def test_validate_checks_the_tracking_uri(capsys, tmp_path, monkeypatch):
     code = main(["validate", "s.yaml", "--backend", BACKEND, "--set", "logging.mlflow.tracking_uri=foo://x"])
     err = capsys.readouterr().err
     assert code == 2 and "logging.mlflow.tracking_uri: cannot use MLflow tracking URI 'foo://x'" in err
+
+
+def test_mlflow_points_are_sent_by_a_background_thread(tmp_path):
+    import time
+
+    from unified.loggers import MlflowLogger
+    from unified.spec import load_spec
+
+    spec = load_spec({"name": "bg", "data": {"source": "sklearn:iris"},
+                      "logging": {"dir": str(tmp_path), "loggers": ["mlflow"]}}).resolved(backend="ignite")
+    ml = MlflowLogger.connect(spec)
+    (tmp_path / "run").mkdir()
+    ml.start(tmp_path / "run", spec)
+    for step in range(1, 1501):  # 3000 points: past 1000 the flusher thread is woken
+        ml.log(1, step, {"train/loss": 1.0 / step, "lr": 0.1})
+    deadline = time.monotonic() + 60
+    while len(ml._buffer) >= 1000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(ml._buffer) < 1000, "nothing was sent before the end of the run"
+    ml.close("stopped_early")
+    run = ml.client.get_run(ml.run_id)
+    assert run.info.status == "FINISHED"
+    history = ml.client.get_metric_history(ml.run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(s, 1.0 / s) for s in range(1, 1501)]
