@@ -206,6 +206,9 @@ def load_dataset(spec: "Spec", base_dir: Optional[str] = None) -> Dataset:
     """
     d = spec.data
     scheme = d.scheme
+    if d.source is None:
+        raise DataError("required field is missing (e.g. 'sklearn:digits'); only UnifiedTrainer.fit(data=...) "
+                        "runs without it", path="data.source")
     if scheme == "sklearn":
         raw = _load_sklearn(d.location)
     elif scheme == "csv":

@@ -511,8 +511,7 @@ def test_keyword_construction_validates():
         Spec(data=IRIS, optimizer={"lr": -1})
     with pytest.raises(ValueError):
         Spec(data=IRIS, optimzer={})
-    with pytest.raises(ValueError):
-        Spec()  # data is required
+    assert Spec().data.source is None  # data may come from UnifiedTrainer.fit(data=...) instead
     s = Spec(data=IRIS)
     with pytest.raises(ValueError):
         s.optimizer.lr = -1  # validate_assignment

@@ -49,7 +49,7 @@ def migrate_source(text: str, path: str = "<string>", stem: Optional[str] = None
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as e:
         result.findings.append(Finding(path, e.raw_line, e.raw_column + 1, "file", "manual", "file.syntax-error",
-                                       f"not valid Python, left unchanged: {e.message}"))
+                                       f"not valid Python, left unchanged: {e.message.splitlines()[0][:120]}"))
         return result
     stem = stem or Path(path).stem
     wrapper = MetadataWrapper(module)

@@ -184,6 +184,7 @@ class IgniteRule(Rule):
                     self.find(c, "ProgressBar().attach()", "converted", "progress-bar", "the facade's progress line")
                     if stmt is not None and self.is_statement(c):
                         self.remove(stmt)
+        loggers = self._tensorboard()
         # decorated handlers: @trainer.on(Events.X) / @evaluator.on(...)
         for fn in self.functions.values():
             for dec in fn.decorators:
@@ -214,7 +215,7 @@ class IgniteRule(Rule):
             trainer_cfg["progress_bar"] = False
         spec = spec_dict(name=safe_name(self.stem), seed=seed, task=task, loss=loss,
                          metrics=metrics_for(task, keys_read), optimizer=optimizer, trainer=trainer_cfg,
-                         callbacks=callbacks)
+                         callbacks=callbacks, logging={"loggers": loggers} if loggers else None)
         self.specs.append({"line": self.pos(call)[0], "backend": "ignite", "spec": spec})
         stmt = self.stmt_of(call)
         assert stmt is not None
@@ -222,6 +223,27 @@ class IgniteRule(Rule):
         self.imports_needed.add(("unified", "UnifiedTrainer"))
         self.find(call, f"{self.code(call.func)}()", "converted", "trainer.construct",
                   "UnifiedTrainer(spec, backend=\"ignite\")")
+
+    def _tensorboard(self) -> list[str]:
+        """Ignite's TensorboardLogger -> spec logging.loggers: tensorboard; its statements are removed."""
+        found = []
+        for call in self.calls:
+            if self.fw_last(call.func) != "TensorboardLogger":
+                continue
+            name = self.assigned_name(call)
+            self.find(call, f"{self.code(call.func)}()", "converted", "logger.tensorboard",
+                      "spec logging.loggers: tensorboard (the facade writes every logged key to <run_dir>/tensorboard)")
+            found.append("tensorboard")
+            if name is None:
+                continue
+            self.remove(self.stmt_of(call))
+            for c in self.calls:
+                if self.receiver(c) == name and self.is_statement(c):
+                    self.remove(self.stmt_of(c))
+                    if (self.method(c) or "").startswith("attach"):
+                        self.find(c, f"{name}.{self.method(c)}()", "converted", "logger.tensorboard-handler",
+                                  "the facade logs train/loss, lr and val/* to TensorBoard itself")
+        return found[:1]
 
     @staticmethod
     def _event_hook(event: str) -> str:
@@ -250,6 +272,8 @@ class IgniteRule(Rule):
         """``evaluator.run(loader)`` at the top level -> ``val_metrics = trainer.evaluate("val", data=loader)``."""
         stmt = self.stmt_of(c)
         fn = self.func_of(c)
+        if isinstance(self.parent(c), cst.Lambda):
+            return  # a handler lambda, see _handler
         if fn is not None and any(self.method(d.decorator) == "on" for d in fn.decorators
                                   if isinstance(d.decorator, cst.Call)):
             return  # inside a handler that is reported as manual
@@ -306,6 +330,12 @@ class IgniteRule(Rule):
             self.find(node, construct, "converted", "handler.terminate-on-nan", "spec callback terminate_on_nan")
             return {"terminate_on_nan": {}}
         event = self.code(c.args[0].value) if c.args else "?"
+        if (isinstance(handler, cst.Lambda) and isinstance(handler.body, cst.Call) and self.method(handler.body) == "run"
+                and self.receiver(handler.body) in ev_names and "EPOCH_COMPLETED" in event):
+            self.find(c, construct, "converted", "handler.validate-each-epoch", "the facade validates after every epoch")
+            if stmt is not None and self.is_statement(c):
+                self.remove(stmt)
+            return None
         self.find(c, construct, "manual", "handler.custom",
                   f"a custom event handler is not guessed at: port it to a unified.callbacks.Callback "
                   f"({self._event_hook(event)}) and pass it to UnifiedTrainer(callbacks=[...])")

@@ -76,6 +76,16 @@ class KerasRule(Rule):
                 if self._is_ctor(value) or (isinstance(value, cst.Call) and isinstance(value.func, cst.Name)
                                             and value.func.value in builders | set(model_classes)):
                     models.add(name)
+        # A model built elsewhere (an imported function) is a Keras model when compile() gets Keras objects.
+        local = set(self.functions) | {c.name.value for c in self.classes}
+        for c in self.calls:
+            recv = self.receiver(c)
+            if self.method(c) == "compile" and recv not in models and recv not in local:
+                origin = [v for _, v in self.assigns.get(recv or "", [])]
+                if any(isinstance(v, cst.Call) and isinstance(v.func, cst.Name) and v.func.value in local for v in origin):
+                    continue
+                if any(isinstance(a.value, cst.Call) and self.fw(a.value.func) for a in c.args):
+                    models.add(recv)
         calls = [c for c in self.calls if self.receiver(c) in models
                  and self.method(c) in ("compile", "fit", "evaluate", "predict")]
         fits = [c for c in calls if self.method(c) == "fit"]
@@ -97,17 +107,16 @@ class KerasRule(Rule):
             nxt = fits[i + 1] if i + 1 < len(fits) else None
             later = [c for c in calls if self.method(c) in ("evaluate", "predict") and self.pos(c)[0] > self.pos(fit)[0]
                      and (nxt is None or self.pos(c)[0] < self.pos(nxt)[0])]
-            self._migrate_fit(fit, compile_call, later, seeds)
-        for c in compiles:
-            stmt = self.stmt_of(c)
-            if stmt is not None and self.is_statement(c):
-                self.remove(stmt)
+            if self._migrate_fit(fit, compile_call, later, seeds) and compile_call is not None:
+                stmt = self.stmt_of(compile_call)
+                if stmt is not None and self.is_statement(compile_call):
+                    self.remove(stmt)
 
     # -- compile -----------------------------------------------------------------------------------------
     def _compile(self, call: Optional[cst.Call]) -> tuple[dict[str, Any], str, str, Optional[list[str]]]:
-        """(optimizer, task, loss, metrics) from ``model.compile``."""
+        """(optimizer, task, loss, metrics) from ``model.compile``; loss is None when it blocks the migration."""
         if call is None:
-            return {}, "classification", "cross_entropy", None
+            return {}, "classification", "", None
         construct = f"{self.code(call.func)}()"
         opt_node = self.arg(call, "optimizer", 0)
         optimizer: dict[str, Any] = {}
@@ -116,7 +125,7 @@ class KerasRule(Rule):
         else:
             optimizer = {"name": "rmsprop", "lr": 0.001, "alpha": 0.9, "eps": 1e-7}  # Keras's default
         loss_node = self.arg(call, "loss", 1)
-        task, loss = "classification", "cross_entropy"
+        task, loss = "classification", ""
         if loss_node is None:
             self.find(call, construct, "manual", "compile.loss", "compile() without a loss")
         else:
@@ -191,14 +200,19 @@ class KerasRule(Rule):
 
     # -- fit and what follows ---------------------------------------------------------------------------------
     def _migrate_fit(self, fit: cst.Call, compile_call: Optional[cst.Call], later: list[cst.Call],
-                     seeds: list[cst.Call]) -> None:
+                     seeds: list[cst.Call]) -> bool:
         model = self.receiver(fit)
         construct = f"{self.code(fit.func)}()"
         stmt = self.stmt_of(fit)
         if stmt is None or not isinstance(stmt, cst.SimpleStatementLine):
             self.find(fit, construct, "manual", "fit", "fit() inside an expression: not migrated")
-            return
+            return False
+        self.loggers: list[str] = []
         optimizer, task, loss, metrics = self._compile(compile_call)
+        if not loss:
+            self.find(fit, construct, "manual", "fit.left-on-keras",
+                      "not migrated: no compile() with a loss the facade has (see the compile entries)")
+            return False
         x = self.arg(fit, "x", 0)
         y = self.arg(fit, "y", 1)
         data_cfg: dict[str, Any] = {}
@@ -237,7 +251,7 @@ class KerasRule(Rule):
                 self.find(value, c, "unsupported", f"fit.{kw}", "not carried over")
         if x is None:
             self.find(fit, construct, "manual", "fit", "fit() without data")
-            return
+            return False
         if val is None and split is None:
             data_cfg["val_fraction"] = 0.0
         if y is None and isinstance(self.follow(x, fit), cst.Call):
@@ -254,7 +268,8 @@ class KerasRule(Rule):
         keys_read = self._history_reads(fit)
         spec = spec_dict(name=safe_name(self.stem), seed=seed, task=task, loss=loss,
                          metrics=metrics_for(task, keys_read, metrics), data=data_cfg, optimizer=optimizer,
-                         trainer=trainer, callbacks=callbacks)
+                         trainer=trainer, callbacks=callbacks,
+                         logging={"loggers": self.loggers} if self.loggers else None)
         if scheduler:
             spec["scheduler"] = scheduler
         self.specs.append({"line": self.pos(fit)[0], "backend": "keras", "spec": spec})
@@ -297,6 +312,7 @@ class KerasRule(Rule):
                 hint = "the loss, as Keras returns without metrics"
             self.replace[call] = self.expr(new)
             self.find(call, c, "converted", "evaluate", hint)
+        return True
 
     def _batch_size_of(self, node: cst.BaseExpression) -> Optional[int]:
         cur: Any = node
@@ -335,6 +351,13 @@ class KerasRule(Rule):
     def _callbacks(self, value: cst.BaseExpression) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
         out: list[dict[str, Any]] = []
         scheduler = None
+        listed = self.follow(value, value)
+        list_stmt = None
+        if isinstance(value, cst.Name) and isinstance(listed, (cst.List, cst.Tuple)):
+            if isinstance(self.parent(listed), cst.Assign) and len(self.assigns.get(value.value, [])) == 1:
+                list_stmt = self.stmt_of(listed)
+            value = listed
+        custom: list[str] = []
         if not isinstance(value, (cst.List, cst.Tuple)):
             self.find(value, "fit(callbacks=)", "manual", "callbacks.dynamic", "not a literal list: map them by hand")
             return out, None
@@ -379,8 +402,9 @@ class KerasRule(Rule):
             elif kind == "CSVLogger":
                 self.find(node, c, "converted", "callbacks.csvlogger", "the run directory's metrics.csv")
             elif kind == "TensorBoard":
-                self.find(node, c, "unsupported", "callbacks.tensorboard",
-                          "not carried over: add logging.loggers: [tensorboard] to the spec where the backend has it")
+                self.loggers.append("tensorboard")
+                self.find(node, c, "converted", "callbacks.tensorboard",
+                          "spec logging.loggers: tensorboard (event files in <run_dir>/tensorboard)")
             elif kind in ("ProgbarLogger", "History", "TerminateOnNaN"):
                 if kind == "TerminateOnNaN":
                     out.append({"terminate_on_nan": {}})
@@ -389,6 +413,7 @@ class KerasRule(Rule):
                 self.find(el.value, c, "manual", "callbacks.custom",
                           "a Keras callback without facade equivalent: port it to a unified.callbacks.Callback "
                           "(UnifiedTrainer(..., callbacks=[...]))")
+                custom.append(c)
                 continue
             named = el.value.value if isinstance(el.value, cst.Name) else None
             if named and isinstance(node, cst.Call) and isinstance(self.parent(node), cst.Assign):
@@ -396,6 +421,13 @@ class KerasRule(Rule):
                 stmt = self.stmt_of(node)
                 if uses == 0 and stmt is not None:
                     self.remove(stmt)
+        if custom:
+            stmt = list_stmt or self.stmt_of(value)
+            if stmt is not None:
+                self.mark_todo(stmt, f"callbacks {', '.join(custom)} are not run by the facade: port them to "
+                                     "unified.callbacks.Callback and pass UnifiedTrainer(..., callbacks=[...])")
+        elif list_stmt is not None:
+            self.remove(list_stmt)
         return out, scheduler
 
 

@@ -248,6 +248,13 @@ class LightningRule(Rule):
 
     def _callbacks(self, value: cst.BaseExpression, ctor: str, keys_read: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        listed = self.follow(value, value)
+        if isinstance(listed, (cst.List, cst.Tuple)) and listed is not value and isinstance(value, cst.Name):
+            if self.names_used.get(value.value, 0) == 2 and isinstance(self.parent(listed), cst.Assign):
+                stmt = self.stmt_of(listed)
+                if stmt is not None:
+                    self.remove(stmt)
+            value = listed
         if not isinstance(value, (cst.List, cst.Tuple)):
             self.find(value, f"{ctor}(callbacks=)", "manual", "callbacks.dynamic",
                       "callbacks is not a literal list: map each one to the spec's callbacks by hand")
@@ -261,6 +268,10 @@ class LightningRule(Rule):
                 self.find(where, f"callbacks=[{self.code(el.value)}]", "manual", "callbacks.custom",
                           "a Lightning callback has no facade equivalent: port it to a unified.callbacks.Callback "
                           "and pass it as UnifiedTrainer(..., callbacks=[...])")
+                stmt = self.stmt_of(value)
+                if stmt is not None:
+                    self.mark_todo(stmt, f"callback {self.code(el.value)} is not run by the facade: port it to a "
+                                         "unified.callbacks.Callback, pass UnifiedTrainer(..., callbacks=[...])")
                 continue
             construct = f"{self.code(node.func)}()"
             entry = self._callback(kind, node, construct, keys_read)
@@ -341,6 +352,22 @@ class LightningRule(Rule):
                     out["dir"] = self.value(save_dir)
                 self.find(node, construct, "converted", "logger.csv",
                           "the run directory's metrics.csv (spec logging.dir = save_dir)")
+            elif kind in ("TensorBoardLogger", "MLFlowLogger"):
+                which = "tensorboard" if kind == "TensorBoardLogger" else "mlflow"
+                out.setdefault("loggers", []).append(which)
+                if kind == "MLFlowLogger":
+                    mlflow = {k2: self.value(n) for k, k2 in (("tracking_uri", "tracking_uri"),
+                                                              ("experiment_name", "experiment"))
+                              if (n := self.arg(node, k)) is not None}
+                    if mlflow:
+                        out["mlflow"] = mlflow
+                    hint = "spec logging.loggers: mlflow (the facade logs the same keys on every backend)"
+                else:
+                    save_dir = self.arg(node, "save_dir", 0)
+                    if save_dir is not None and "dir" not in out:
+                        out["dir"] = self.value(save_dir)
+                    hint = "spec logging.loggers: tensorboard (event files in <run_dir>/tensorboard)"
+                self.find(node, construct, "converted", f"logger.{which}", hint)
             else:
                 self.find(node, construct, "unsupported", f"logger.{kind.lower()}",
                           f"{kind} is not supported by the facade yet; metrics.csv has the same values")
@@ -392,6 +419,9 @@ class LightningRule(Rule):
                 self.replace[call] = self.expr(new)
                 self.find(call, construct, "converted", f"trainer.{meth}",
                           f"{inner}: a dict of {split}/* keys (wrapped in a list where the result is used)")
+                result = self.assigned_name(call)
+                if result is not None:
+                    self._result_keys(result, call, keys_read)
             elif meth == "predict":
                 loader = self.arg(call, "dataloaders", 1)
                 dm = self.arg(call, "datamodule", 2)
@@ -430,6 +460,26 @@ class LightningRule(Rule):
                           f"Trainer.{field} has no facade equivalent (see {name}.result / {name}.run_dir)")
                 if stmt is not None:
                     self.mark_todo(stmt, f"Trainer.{field} has no UnifiedTrainer equivalent ({name}.result, {name}.run_dir)")
+
+    def _result_keys(self, result: str, call: cst.Call, keys_read: list[str]) -> None:
+        """``res = trainer.test(...)`` then ``res[0]["test_acc"]``: map the string keys read through ``res``."""
+        for sub in self.subscripts:
+            if (self.root_name(sub) != result or self.pos(sub)[0] < self.pos(call)[0] or len(sub.slice) != 1
+                    or not isinstance(sub.slice[0].slice, cst.Index)):
+                continue
+            key = self.value(sub.slice[0].slice.value)
+            if not isinstance(key, str):
+                continue
+            new = facade_key(key)
+            if new is None:
+                self.find(sub, f"{self.code(sub)}", "manual", "metrics.key", f"{key!r} has no facade key")
+                stmt = self.stmt_of(sub)
+                if stmt is not None:
+                    self.mark_todo(stmt, f"{key!r} is not a facade key")
+                continue
+            keys_read.append(new)
+            self.replace[sub.slice[0].slice.value] = self.expr(f'"{new}"')
+            self.find(sub, self.code(sub), "converted", "metrics.key", f'["{new}"]')
 
     def _metrics_read(self, attr: cst.Attribute, name: str, keys_read: list[str]) -> None:
         parent = self.parent(attr)
@@ -494,6 +544,8 @@ class LightningRule(Rule):
                       "the datamodule's train/val loaders are passed as data (prepare_data and setup called first)")
         elif train is not None:
             data = f"({self.code(train)}, {self.code(val)})" if val is not None else self.code(train)
+        elif any(a.star == "*" for a in call.args[1:2]):
+            data = self.code(call.args[1].value)  # fit(model, *loaders()): the (train, val) pair itself
         else:
             self.find(call, construct, "manual", "trainer.fit", "fit() without data")
             return

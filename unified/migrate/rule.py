@@ -202,6 +202,9 @@ class Rule(cst.CSTVisitor):
     # -- findings and edits --------------------------------------------------------------------------
     def find(self, node: cst.CSTNode, construct: str, action: str, rule: str, hint: str) -> None:
         line, col = self.pos(node)
+        construct = " ".join(construct.split())
+        if len(construct) > 64:
+            construct = construct[:61] + "..."
         self.findings.append(Finding(self.path, line, col, construct, action, f"{self.framework}.{rule}", hint))
 
     def mark_todo(self, stmt: cst.CSTNode, hint: str) -> None:
