@@ -142,6 +142,32 @@ def _quick_http() -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store: one process at a time creates / migrates it (concurrent first runs race otherwise)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; first runs must not start at the same moment
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        f = open(db.with_name(db.name + ".lock"), "a")
+    except OSError:  # MLflow reports the unusable path itself
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def resolve_tracking_uri(spec: Any) -> str:
     """``logging.mlflow.tracking_uri``, or ``sqlite:///<logging.dir>/mlflow.db``; SQLite paths made absolute."""
     uri = spec.logging.mlflow.tracking_uri
@@ -189,7 +215,7 @@ class MlflowLogger:
         uri = resolve_tracking_uri(spec)
         name = spec.logging.mlflow.experiment or spec.name
         field = "logging.mlflow.tracking_uri"
-        with _quick_http():
+        with _quick_http(), _store_lock(uri):
             try:
                 from mlflow.tracking import MlflowClient
             except ImportError as e:

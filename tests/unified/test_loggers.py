@@ -303,3 +303,19 @@ def test_mlflow_points_are_sent_by_a_background_thread(tmp_path):
     assert run.info.status == "FINISHED"
     history = ml.client.get_metric_history(ml.run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(s, 1.0 / s) for s in range(1, 1501)]
+
+
+def test_first_runs_started_together_share_one_new_store(tmp_path):
+    # Without a lock, processes creating the same SQLite store at once race in MLflow's migrations.
+    code = textwrap.dedent(f"""
+        from unified.loggers import MlflowLogger
+        from unified.spec import load_spec
+        spec = load_spec({{"name": "race", "data": {{"source": "sklearn:iris"}},
+                          "logging": {{"dir": {str(tmp_path / 'runs')!r}, "loggers": ["mlflow"]}}}})
+        print(MlflowLogger.connect(spec).experiment_id)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=PROJECT_ROOT) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1
