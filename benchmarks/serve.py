@@ -32,6 +32,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The floor: the same stack (uvicorn + FastAPI, httpx clients) answering a constant without any model.
+_FLOOR_APP = """
+import sys, uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+app = FastAPI()
+@app.get("/health")
+async def health():
+    return {"status": "ok"}
+@app.post("/predict")
+async def predict(request: Request):
+    await request.body()
+    return JSONResponse({"outputs": [], "predictions": []})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def _measure_server(cmd: list[str], url: str, body: bytes, args: argparse.Namespace) -> dict[str, float]:
+    import httpx
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-1000:]}")
+        local = threading.local()
+
+        def http_call() -> None:
+            client = getattr(local, "c", None)
+            if client is None:
+                client = local.c = httpx.Client(base_url=url, timeout=30)
+            r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+            if r.status_code != 200:
+                raise SystemExit(f"/predict answered {r.status_code}: {r.text[:200]}")
+
+        _drive(http_call, args.clients, min(200, args.requests), args.seconds)  # warm-up
+        return _drive(http_call, args.clients, args.requests, args.seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def _export(tmp: Path, backend: str) -> Path:
     from unified import UnifiedTrainer
 
@@ -85,7 +132,6 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    import httpx
     import onnxruntime as ort
 
     from unified.registry import installed_backends
@@ -98,33 +144,10 @@ def main() -> int:
         body = json.dumps({"inputs": x.tolist()}).encode()
 
         port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "unified", "serve", str(export), "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            else:
-                raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-1000:]}")
-            local = threading.local()
-
-            def http_call() -> None:
-                client = getattr(local, "c", None)
-                if client is None:
-                    client = local.c = httpx.Client(base_url=url, timeout=30)
-                r = client.post("/predict", content=body, headers={"content-type": "application/json"})
-                if r.status_code != 200:
-                    raise SystemExit(f"/predict answered {r.status_code}: {r.text[:200]}")
-
-            _drive(http_call, args.clients, min(200, args.requests), args.seconds)  # warm-up
-            served = _drive(http_call, args.clients, args.requests, args.seconds)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+        served = _measure_server([sys.executable, "-m", "unified", "serve", str(export), "--port", str(port)],
+                                 f"http://127.0.0.1:{port}", body, args)
+        port = _free_port()
+        floor = _measure_server([sys.executable, "-c", _FLOOR_APP, str(port)], f"http://127.0.0.1:{port}", body, args)
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -137,19 +160,22 @@ def main() -> int:
         _drive(ort_call, args.clients, min(200, args.requests), args.seconds)
         direct = _drive(ort_call, args.clients, args.requests, args.seconds)
 
-    report = {"clients": args.clients, "rows": args.rows, "served": served, "in_process": direct,
+    report = {"clients": args.clients, "rows": args.rows, "served": served, "in_process": direct, "http_floor": floor,
               "p50_ratio": served["p50_ms"] / direct["p50_ms"], "p99_ratio": served["p99_ms"] / direct["p99_ms"],
-              "throughput_ratio": direct["throughput_rps"] / served["throughput_rps"]}
+              "throughput_ratio": direct["throughput_rps"] / served["throughput_rps"],
+              "p50_vs_floor": served["p50_ms"] / floor["p50_ms"]}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{args.clients} clients, {args.rows} row(s) per request, model input width {width}")
     print("| path | requests | p50 ms | p99 ms | requests/s |")
     print("|---|---:|---:|---:|---:|")
-    for name, r in (("unified serve (HTTP + JSON, onnxruntime)", served), ("onnxruntime in-process", direct)):
+    for name, r in (("unified serve (HTTP + JSON, onnxruntime)", served),
+                    ("floor: empty FastAPI endpoint, same stack", floor), ("onnxruntime in-process", direct)):
         print(f"| {name} | {r['requests']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput_rps']:.0f} |")
     print(f"overhead: p50 x{report['p50_ratio']:.1f}, p99 x{report['p99_ratio']:.1f}, "
-          f"throughput / {report['throughput_ratio']:.1f}")
+          f"throughput / {report['throughput_ratio']:.1f} vs onnxruntime in-process; "
+          f"p50 x{report['p50_vs_floor']:.2f} vs the empty endpoint")
     return 0
 
 
