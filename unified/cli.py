@@ -170,6 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     shown = {k: v for k, v in result.metrics.items() if k.startswith(("val/", "test/"))}
     print(f"run directory: {result.run_dir}")
+    if result.summary.get("mlflow"):
+        ml = result.summary["mlflow"]
+        print(f"mlflow: run {ml['run_id']} in experiment {ml['experiment']!r} at {ml['tracking_uri']}")
     print(f"status: {result.status}  epochs: {result.epochs}  steps: {result.global_step}  "
           f"train time: {result.train_time_s:.2f}s")
     if shown:
@@ -193,6 +196,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     entry = get_entry(trainer.backend)
     notes = []
     if entry.is_installed():
+        if spec.export.formats:
+            from unified.export import check_formats
+
+            check_formats(load_adapter(trainer.backend), spec, list(spec.export.formats), verify=spec.export.verify)
         load_adapter(trainer.backend).check_spec(spec)
     else:
         notes.append(f"backend {trainer.backend!r} is not installed here ({entry.install_hint})")

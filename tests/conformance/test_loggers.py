@@ -128,6 +128,7 @@ def test_keras_on_torch_through_the_cli(make_spec, shared_store, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["keras_backend"] == "torch"
+    assert f"mlflow: run {summary['mlflow']['run_id']} in experiment 't'" in out.stdout
     assert summary["mlflow"]["experiment"] == "t"  # the spec name when logging.mlflow.experiment is null
     check_same_points(run_dir, changes)
     assert not math.isnan(summary["metrics"]["val/loss"])
