@@ -159,7 +159,8 @@ class UnifiedTrainer:
             SpecError: bad spec or inputs (nothing is trained; no run directory is left behind).
             NotSupportedError: the backend cannot do what the spec asks.
             TrainingError: training failed; ``summary.json`` says ``status: failed``.
-            KeyboardInterrupt: after ``summary.json`` was written with ``status: interrupted``.
+            Interrupted: SIGINT/SIGTERM (a ``KeyboardInterrupt``), after ``checkpoints/interrupted.ckpt`` and
+                ``summary.json`` (``status: interrupted``) were written; ``fit(resume=run_dir)`` continues.
         """
         from unified.data import load_dataset
         from unified.distributed import world_from_env
@@ -307,7 +308,12 @@ class UnifiedTrainer:
         if not worker:
             save_final_weights(run_dir, adapter.get_weights())  # checkpoints/final.npz, for `unified export`
         if spec.export.formats and not worker:
-            self.export()
+            from unified.errors import VerificationError
+
+            try:
+                self.export()
+            except VerificationError as e:
+                raise VerificationError(f"export: {e} (training itself completed: {run_dir})") from None
         return self.result
 
     def evaluate(self, split: Optional[str] = None, data: Any = None) -> dict[str, float]:

@@ -164,6 +164,22 @@ def test_unsupported_format_in_spec_is_refused_before_training(make_spec, tmp_pa
     with pytest.raises(NotSupportedError, match="export format tflite is not available from backend"):
         UnifiedTrainer(spec, backend=torch_backend).fit()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("summary.json"))
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["validate", str(path), "--backend", torch_backend]) == 2
+
+
+def test_run_whose_export_fails_verification_exits_1(make_spec, tmp_path, capsys):
+    """`unified run` with an export section: training completes, the export is refused above the tolerance."""
+    spec = make_spec({**SMALL, "export": {"formats": ["onnx"], "tolerance": 1e-15}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    backend = installed_backends()[0]
+    assert main(["run", str(path), "--backend", backend, "--run-dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "export: onnx artifact differs from the trained model by" in err and "training itself completed" in err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "completed"
+    assert not (tmp_path / "r" / "export").exists()
 
 
 def _keras_torch_available() -> bool:
