@@ -134,6 +134,10 @@ def check_runnable(raw: Spec, resolved: Spec, base_dir: Optional[str]) -> None:
     load_adapter(resolved.backend).check_spec(resolved)  # type: ignore[arg-type]
     dataset = load_dataset(resolved, base_dir)
     check_monitors(raw, [m.name for m in build_metrics(resolved, dataset.num_classes, base_dir)])
+    metric, _ = tune_metric(raw)
+    if metric.startswith("val/") and dataset.val is None:
+        raise SpecError(f"{metric!r} is only logged with a validation split; set data.val_fraction > 0 "
+                        f"or tune a train/* metric", path="tune.metric")
 
 
 def _override_strings(overrides: Optional[Union[dict[str, Any], list[str]]]) -> list[str]:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 optuna = pytest.importorskip("optuna")
 
 from unified.tune import tune  # noqa: E402
 
 
-def test_a_clearly_bad_trial_is_pruned(backend: str, tmp_path: Path) -> None:
-    good, bad = 0.03, 1e-7  # adam on iris: lr 1e-7 leaves the loss where it started
-    spec = {
+GOOD, BAD = 0.03, 1e-7  # adam on iris: lr 1e-7 leaves the loss where it started
+
+
+def _spec(tmp_path: Path) -> dict:
+    good, bad = GOOD, BAD
+    return {
         "name": "prune", "seed": 0,
         "data": {"source": "sklearn:iris", "standardize": True, "val_fraction": 0.3, "batch_size": 16},
         "model": {"arch": "mlp", "hidden": [16]},
@@ -27,6 +34,11 @@ def test_a_clearly_bad_trial_is_pruned(backend: str, tmp_path: Path) -> None:
             "enqueue": [{"optimizer.lr": good}, {"optimizer.lr": good}, {"optimizer.lr": bad}],
         },
     }
+
+
+def test_a_clearly_bad_trial_is_pruned(backend: str, tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    bad = BAD
     lines: list[str] = []
     storage = f"sqlite:///{tmp_path / 'prune.db'}"
     result = tune(spec, backend, storage=storage, echo=lines.append)
@@ -50,3 +62,19 @@ def test_a_clearly_bad_trial_is_pruned(backend: str, tmp_path: Path) -> None:
         s = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
         assert s["status"] == "completed" and s["epochs"] == 3
     assert result.best is not None and result.best["number"] in (0, 1)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch") is None,
+                    reason="needs keras and torch")
+def test_a_clearly_bad_trial_is_pruned_on_keras_torch(tmp_path: Path) -> None:
+    """Keras picks its tensor backend once per process: keras/torch tunes in a subprocess."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path)))
+    storage = f"sqlite:///{tmp_path / 'prune.db'}"
+    r = subprocess.run([sys.executable, "-m", "unified", "tune", str(path), "--backend", "keras",
+                        "--keras-backend", "torch", "--storage", storage], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = sorted(optuna.load_study(study_name="prune", storage=storage).trials, key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    summary = json.loads((Path(trials[2].user_attrs["run_dir"]) / "summary.json").read_text())
+    assert summary["keras_backend"] == "torch" and summary["status"] == "stopped_early" and summary["epochs"] == 1

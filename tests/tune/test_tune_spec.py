@@ -118,6 +118,13 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, spec_changes, arg
     assert "secret" not in err
 
 
+def test_cli_val_metric_without_a_validation_split_exits_2(tmp_path, capsys) -> None:
+    path = _write(tmp_path, {**BASE, "data": {"source": "sklearn:iris", "val_fraction": 0.0}})
+    assert main(["tune", path, "--backend", "ignite", "--n-trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "tune.metric: 'val/loss' is only logged with a validation split" in err, err
+
+
 def test_cli_data_errors_stop_before_any_trial(tmp_path, capsys) -> None:
     path = _write(tmp_path, {**BASE, "data": {"source": "csv:missing.csv"}})
     assert main(["tune", path, "--backend", "ignite", "--n-trials", "2"]) == 2
