@@ -111,6 +111,21 @@ def flatten_params(data: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def redact(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` (for params, summary.json and messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return uri
+
+
 def _param_items(params: dict[str, str]) -> list[tuple[str, str]]:
     # MLflow limits: keys of [\w./ :-] up to 250 characters, values up to 6000 characters.
     out = []
@@ -238,9 +253,10 @@ class MlflowLogger:
                 else:
                     exp_id = exp.experiment_id
             except Exception as e:  # noqa: BLE001 - MlflowException, a missing DB driver, an unreachable server
-                raise SpecError(f"cannot use MLflow tracking URI {uri!r}: {_first_line(e)}", path=field) from None
+                raise SpecError(f"cannot use MLflow tracking URI {redact(uri)!r}: {_first_line(e).replace(uri, redact(uri))}",
+                                path=field) from None
         if exp is not None and exp.lifecycle_stage == "deleted":
-            raise SpecError(f"MLflow experiment {name!r} is deleted in {uri}; restore it or choose another name",
+            raise SpecError(f"MLflow experiment {name!r} is deleted in {redact(uri)}; restore it or choose another name",
                             path="logging.mlflow.experiment")
         return cls(client, uri, exp_id, name)
 
@@ -266,7 +282,10 @@ class MlflowLogger:
         run = self.client.create_run(self.experiment_id, run_name=f"{spec.name}-{spec.backend}-{self.run_dir.name}",
                                      tags=tags)
         self.run_id, self._open = run.info.run_id, True
-        params = [Param(k, v) for k, v in _param_items(flatten_params(spec.to_dict()))]
+        flat = flatten_params(spec.to_dict())
+        if flat.get("logging.mlflow.tracking_uri") not in (None, "null"):
+            flat["logging.mlflow.tracking_uri"] = redact(flat["logging.mlflow.tracking_uri"])
+        params = [Param(k, v) for k, v in _param_items(flat)]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i:i + 100])
         self._thread = threading.Thread(target=self._flusher, name="unified-mlflow-flusher", daemon=True)
@@ -349,7 +368,7 @@ class MlflowLogger:
             self.run_id = None
 
     def summary_fields(self) -> dict[str, Any]:
-        return {"mlflow": {"tracking_uri": self.tracking_uri, "experiment": self.experiment,
+        return {"mlflow": {"tracking_uri": redact(self.tracking_uri), "experiment": self.experiment,
                            "experiment_id": self.experiment_id, "run_id": self.run_id}}
 
 
@@ -369,7 +388,7 @@ def _previous_mlflow_run(run_dir: Path, tracking_uri: str) -> Optional[str]:
         prev = json.loads((run_dir / "summary.json").read_text()).get("mlflow") or {}
     except (OSError, ValueError):
         return None
-    return prev.get("run_id") if prev.get("tracking_uri") == tracking_uri else None
+    return prev.get("run_id") if prev.get("tracking_uri") == redact(tracking_uri) else None
 
 
 class RunLoggers:
@@ -419,7 +438,7 @@ class RunLoggers:
                 self._mlflow.start(run_dir, self.spec, _previous_mlflow_run(run_dir, self._mlflow.tracking_uri))
             except Exception as e:  # noqa: BLE001 - the store accepted the probe but refuses the run
                 self._mlflow.discard()
-                raise SpecError(f"MLflow at {self._mlflow.tracking_uri!r} refused the run: {_first_line(e)}",
+                raise SpecError(f"MLflow at {redact(self._mlflow.tracking_uri)!r} refused the run: {_first_line(e)}",
                                 path="logging.mlflow.tracking_uri") from None
             self.active.append(self._mlflow)
             self.started.append(self._mlflow)

@@ -177,6 +177,7 @@ def _cli(capsys, tmp_path, *sets: str) -> tuple[int, str]:
     ("foo://bar", "logging.mlflow.tracking_uri: cannot use MLflow tracking URI 'foo://bar': "),
     ("http://127.0.0.1:{port}", "logging.mlflow.tracking_uri: cannot use MLflow tracking URI 'http://127.0.0.1:"),
     ("sqlite:////proc/no/such/dir/mlflow.db", "logging.mlflow.tracking_uri: cannot use MLflow tracking URI"),
+    ("postgresql://me:secret@127.0.0.1:{port}/ml", "cannot use MLflow tracking URI 'postgresql://me:***@127.0.0.1:"),
 ])
 def test_bad_tracking_uri_exits_2_before_training(capsys, tmp_path, monkeypatch, uri, expected):
     monkeypatch.chdir(tmp_path)
@@ -184,7 +185,7 @@ def test_bad_tracking_uri_exits_2_before_training(capsys, tmp_path, monkeypatch,
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("unified: error: ") and expected in lines[0], err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "secret" not in err
     assert not (tmp_path / "runs" / "lg").exists()  # no run directory was created
 
 
