@@ -67,7 +67,7 @@ def served(tmp_path_factory):
     spec = {"name": "s", "seed": 0, "data": {"source": "sklearn:digits", "standardize": True, "val_fraction": 0.2,
                                              "batch_size": 64},
             "model": {"arch": "mlp", "hidden": [16]}, "trainer": {"max_epochs": 1, "progress_bar": False},
-            "logging": {"dir": str(tmp / "runs")}, "export": {"formats": ["onnx"]}}
+            "logging": {"dir": str(tmp / "runs")}, "export": {"formats": ["onnx", "torchscript"]}}
     trainer = UnifiedTrainer(spec, backend=installed_backends()[0])
     run_dir = trainer.fit().run_dir
     proc, url = _start([str(run_dir / "export"), "--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY)])
@@ -142,8 +142,8 @@ def test_server_survives_concurrent_good_and_bad_requests(served):
     assert r.status_code == 200 and len(r.json()["predictions"]) == 3
 
 
-def test_bare_onnx_file_and_other_formats(served, tmp_path):
-    """A .onnx file without its manifest is served (outputs only); --format picks another artifact."""
+def test_bare_onnx_file(served, tmp_path):
+    """A .onnx file without its manifest is served (outputs only, width read off the graph)."""
     bare = tmp_path / "m.onnx"
     shutil.copy(served["run_dir"] / "export" / "model.onnx", bare)
     proc, url = _start([str(bare)])
@@ -158,6 +158,20 @@ def test_bare_onnx_file_and_other_formats(served, tmp_path):
         _stop(proc)
 
 
+def test_torchscript_artifact_served_by_torch(served):
+    """--format picks another artifact of the manifest, run in its own runtime (torch.jit)."""
+    pytest.importorskip("torch")
+    proc, url = _start([str(served["run_dir"]), "--format", "torchscript"])
+    try:
+        assert httpx.get(url + "/health").json()["format"] == "torchscript"
+        r = httpx.post(url + "/predict", json={"inputs": served["x"].tolist()})
+        assert r.status_code == 200
+        assert r.json()["predictions"] == served["trainer"].predict_labels(served["x"])
+        assert httpx.post(url + "/predict", content=b"{").status_code == 400
+    finally:
+        _stop(proc)
+
+
 def test_serve_bad_arguments_exit_2(served, tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing"), "--port", str(_free_port())]) == 2
     assert "no such file or directory" in capsys.readouterr().err
@@ -167,4 +181,4 @@ def test_serve_bad_arguments_exit_2(served, tmp_path, capsys):
     assert main(["serve", str(served["run_dir"]), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert main(["serve", str(served["run_dir"]), "--format", "tflite", "--port", str(_free_port())]) == 2
-    assert "has no 'tflite' artifact (it has: onnx)" in capsys.readouterr().err
+    assert "has no 'tflite' artifact (it has: onnx, torchscript)" in capsys.readouterr().err
