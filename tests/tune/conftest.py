@@ -16,6 +16,8 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
+from unified.registry import installed_backends
+
 TUNE_SPEC: dict[str, Any] = {
     "name": "tt",
     "seed": 0,
@@ -152,3 +154,13 @@ def tune_spec(tmp_path: Path):
         return path
 
     return _make
+
+
+@pytest.fixture
+def torch_backend() -> str:
+    """A torch trainer for the multi-process tests (light to import): ignite, else lightning."""
+    pytest.importorskip("optuna", reason="needs optuna: pip install 'unified-trainer[tune]'")
+    for name in ("ignite", "lightning"):
+        if name in installed_backends():
+            return name
+    pytest.skip("needs the ignite or lightning backend")

@@ -14,7 +14,8 @@ optuna = pytest.importorskip("optuna")
 from unified.cli import main  # noqa: E402
 
 
-def test_six_trials_in_the_given_storage_and_the_best_spec_runs(tune_spec, tmp_path: Path, capsys) -> None:
+def test_six_trials_in_the_given_storage_and_the_best_spec_runs(tune_spec, tmp_path: Path, capsys,
+                                                                 torch_backend: str) -> None:
     # Trial 0 diverges (sgd, lr 1000: NaN loss): recorded as failed, the study goes on.
     spec = tune_spec({
         "optimizer": {"name": "sgd", "lr": 0.1},
@@ -25,7 +26,7 @@ def test_six_trials_in_the_given_storage_and_the_best_spec_runs(tune_spec, tmp_p
     })
     storage = f"sqlite:///{tmp_path / 'given.db'}"
     out = tmp_path / "out"
-    code = main(["tune", str(spec), "--backend", "ignite", "--n-trials", "6", "--storage", storage, "--out", str(out)])
+    code = main(["tune", str(spec), "--backend", torch_backend, "--n-trials", "6", "--storage", storage, "--out", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
 
@@ -60,10 +61,10 @@ def test_six_trials_in_the_given_storage_and_the_best_spec_runs(tune_spec, tmp_p
     assert summary["best"]["value"] == pytest.approx(best.value, abs=1e-9)
 
 
-def test_all_trials_failing_exits_1(tune_spec, tmp_path: Path, capsys) -> None:
+def test_all_trials_failing_exits_1(tune_spec, tmp_path: Path, capsys, torch_backend: str) -> None:
     spec = tune_spec({"optimizer": {"name": "sgd", "lr": 0.1},
                       "tune": {"space": {"optimizer.lr": {"type": "float", "low": 1e3, "high": 1e4, "log": True}}}})
-    code = main(["tune", str(spec), "--backend", "ignite", "--n-trials", "2"])
+    code = main(["tune", str(spec), "--backend", torch_backend, "--n-trials", "2"])
     captured = capsys.readouterr()
     assert code == 1, captured.err
     assert "no trial completed" in captured.err and "study tt: 2 fail" in captured.out

@@ -41,10 +41,10 @@ def _check_study(storage: str, name: str, n: int) -> list:
     return trials
 
 
-def test_two_local_workers_share_a_sqlite_study(tune_spec, tmp_path: Path) -> None:
+def test_two_local_workers_share_a_sqlite_study(tune_spec, tmp_path: Path, torch_backend: str) -> None:
     spec = tune_spec()
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    r = _unified("tune", str(spec), "--backend", "ignite", "--workers", "2", "--n-trials", str(N),
+    r = _unified("tune", str(spec), "--backend", torch_backend, "--workers", "2", "--n-trials", str(N),
                  "--storage", storage, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     trials = _check_study(storage, "tt", N)
@@ -56,11 +56,11 @@ def test_two_local_workers_share_a_sqlite_study(tune_spec, tmp_path: Path) -> No
 
 
 def test_two_workers_on_two_machines_share_a_postgresql_study(tune_spec, tmp_path: Path, postgres_url: str,
-                                                              capsys) -> None:
+                                                              capsys, torch_backend: str) -> None:
     """Two ``--worker-only`` processes started at once on a fresh database (as on two machines: one
     creates the study, the other joins it), then a report from a third process."""
     spec = tune_spec()
-    cmd = [sys.executable, "-m", "unified", "tune", str(spec), "--backend", "ignite", "--n-trials", str(N),
+    cmd = [sys.executable, "-m", "unified", "tune", str(spec), "--backend", torch_backend, "--n-trials", str(N),
            "--storage", postgres_url, "--study-name", "pg-study", "--worker-only"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two "machines" on this one: one core each
     procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -73,7 +73,7 @@ def test_two_workers_on_two_machines_share_a_postgresql_study(tune_spec, tmp_pat
     from unified.cli import main
 
     # Nothing left to run: joining now only writes the report (in this process: no framework needed).
-    assert main(["tune", str(spec), "--backend", "ignite", "--n-trials", str(N), "--storage", postgres_url,
+    assert main(["tune", str(spec), "--backend", torch_backend, "--n-trials", str(N), "--storage", postgres_url,
                  "--study-name", "pg-study", "--out", str(tmp_path / "report")]) == 0
     printed = capsys.readouterr().out
     assert f"study pg-study: {N} complete" in printed and "\ntrial " not in printed, printed
