@@ -118,6 +118,8 @@ def parse_inputs(body: bytes, width: Optional[int], max_rows: int) -> np.ndarray
         raise BadRequest(422, f"inputs hold {c}; only finite numbers are accepted") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(400, f"body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise BadRequest(400, "body is nested too deeply to be a request") from None
     if not isinstance(doc, dict):
         raise BadRequest(422, f'expected a JSON object {{"inputs": [[...], ...]}}, got a JSON {_kind(doc)}')
     if "inputs" not in doc:

@@ -99,6 +99,7 @@ ROW = [0.0] * 64
 BAD = [
     (b"this is not json", 400, "not valid JSON"),
     (b"", 400, "empty body"),
+    (b"[" * 20000 + b"]" * 20000, 400, "nested too deeply"),
     (b"[[1, 2]]", 422, "expected a JSON object"),
     (b'{"rows": []}', 422, "missing key 'inputs'"),
     (json.dumps({"inputs": [ROW], "extra": 1}).encode(), 422, "unknown key 'extra'"),
