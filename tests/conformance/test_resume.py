@@ -89,6 +89,16 @@ class Trace(Callback):
     def on_epoch_end(self, state): self._rec("epoch_end", state)
     def on_checkpoint_saved(self, state, path): self._rec("checkpoint_saved", state, Path(path).name)
     def on_fit_end(self, state): self._rec("fit_end", state)
+    def on_exception(self, state, error): self._rec("exception", state, type(error).__name__)
+
+
+class Boom(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, state) -> None:
+        if state.global_step == self.step:
+            raise RuntimeError(f"boom at step {self.step}")
 
 
 def test_resume_3_to_6_epochs_and_mid_epoch_matches_an_uninterrupted_run(backend, tmp_path):
@@ -221,6 +231,23 @@ def test_callbacks_stop_at_the_same_epoch_keep_the_same_files_and_see_the_same_s
     for b in BACKENDS[1:]:
         assert out[b][:4] == ref[:4], f"{b}: {out[b][:4]} != {ref[:4]}"
         assert out[b][4] == ref[4], f"{b}: TrainState differs from {BACKENDS[0]}"
+
+
+@pytest.mark.parametrize("fault", ["error", "sigint"])
+def test_on_exception_then_on_fit_end_with_the_final_status(backend, tmp_path, fault):
+    spec = iris_spec(tmp_path, max_epochs=2)
+    trace = Trace()
+    cause = Boom(11) if fault == "error" else SignalAt(11, signal.SIGINT)
+    trainer = UnifiedTrainer(spec, backend=backend, callbacks=[cause, trace])
+    with pytest.raises(TrainingError if fault == "error" else Interrupted):
+        trainer.fit()
+    status = "failed" if fault == "error" else "interrupted"
+    error = "RuntimeError" if fault == "error" else "Interrupted"
+    tail = [(h, e, s, st, *x) for h, e, s, _, st, _, *x in trace.log[-3:]]
+    if fault == "sigint":  # interrupted.ckpt was saved before the error surfaced
+        assert tail[0] == ("checkpoint_saved", 2, 11, "running", "interrupted.ckpt")
+    assert tail[-2:] == [("exception", 2, 11, status, error), ("fit_end", 2, 11, status)]
+    assert json.loads((trainer.run_dir / "summary.json").read_text())["status"] == status
 
 
 # -- a real process killed with SIGTERM mid-epoch, then resumed from the command line -----------------------
