@@ -50,6 +50,11 @@ once to torch's own functional optimizer (``torch.optim.adam.adam`` / ``sgd`` / 
 ``foreach=False``, the CPU path ``torch.optim`` takes), which is exact by construction and about 6x cheaper
 than one keras.ops update per variable (it was most of the facade's per-step overhead against native fit).
 
+Accumulation and clipping (``accumulate``, ``epoch_batches``, ``clip_norm``) follow Lightning / torch: each
+micro-batch adds ``grad / accumulate`` to a sum, the window's last batch (every ``accumulate``-th of the epoch
+and the epoch's last) clips the sum with ``clip_grad_norm_``'s formula and steps; ``iterations`` then counts
+optimizer steps. Measured against torch.optim + clip_grad_norm_: tests/adapters/test_keras_accumulation.py.
+
 Hyper-parameter names are torch's (``betas``, ``eps``, ``alpha``, ``weight_decay``) except
 ``learning_rate``, which Keras's base class owns. The torch-style weight decay is stored as
 ``torch_weight_decay``; the Keras base class always receives ``weight_decay=None`` so it never applies its
@@ -146,13 +151,29 @@ class _Arith:
         return ops.cast(x, self.dtype)
 
 
+def _dense(gradient: Any, variable: Any) -> Any:
+    """A dense gradient (a tf.IndexedSlices one densified, repeated rows summed)."""
+    if hasattr(gradient, "indices") and hasattr(gradient, "dense_shape"):
+        return ops.add(ops.zeros(variable.shape, dtype=gradient.dtype), gradient)
+    return gradient
+
+
 class _TorchRuleOptimizer(keras.optimizers.Optimizer):
     """Shared plumbing: torch-style weight decay kept away from the Keras base class, FMA emulation."""
 
     def __init__(self, learning_rate: Any, weight_decay: float = 0.0, emulate_fma: Optional[bool] = None,
+                 accumulate: int = 1, epoch_batches: Optional[int] = None, clip_norm: Optional[float] = None,
                  **kwargs: Any) -> None:
         # Keras's own weight decay is decoupled and would be applied on top of ours: the base gets None.
         super().__init__(learning_rate=learning_rate, weight_decay=None, **kwargs)
+        if int(accumulate) < 1:
+            raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+        if clip_norm is not None and clip_norm <= 0:
+            raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
+        self.accumulate = int(accumulate)
+        self.epoch_batches = int(epoch_batches) if epoch_batches else None
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self._micro_count: Optional[int] = None  # torch backend: Python mirror of `micro_batches`
         weight_decay = 0.0 if weight_decay is None else float(weight_decay)
         if weight_decay < 0.0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
@@ -212,6 +233,85 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         done = float(self.iterations.value)
         return [torch.tensor(done, dtype=torch.float32) for _ in range(n)]
 
+    # -- accumulation and clipping with Lightning's / torch's semantics ----------------------------------
+    # Keras's own `gradient_accumulation_steps` also averages, but it counts windows across epoch
+    # boundaries (Lightning steps on the epoch's last batch, closing a partial window) and its
+    # `global_clipnorm` scales by clip / max(norm, clip), without torch's `+ 1e-6`. So both live here:
+    # each micro-batch adds grad / accumulate to a sum; the window's last batch (every `accumulate`-th
+    # of the epoch, and the epoch's last) clips the sum by its global norm and takes the step.
+    def build(self, var_list: list[Any]) -> None:
+        if self.built:
+            return
+        super().build(var_list)
+        if self.accumulate > 1:
+            self._grad_sums = [self.add_variable_from_reference(v, name="grad_sum") for v in var_list]
+            self._micro_batches = self.add_variable(shape=(), dtype="int64", initializer="zeros",
+                                                    name="micro_batches")
+            self._updates = self.add_variable(shape=(), dtype="int64", initializer="zeros", name="updates")
+
+    @property
+    def iterations(self) -> Any:
+        """Optimizer steps taken (with accumulation: windows closed, not micro-batches seen)."""
+        updates = self.__dict__.get("_updates")
+        return updates if updates is not None else super().iterations
+
+    def _backend_apply_gradients(self, grads: list[Any], trainable_variables: list[Any]) -> None:
+        if self.accumulate == 1:
+            if self.clip_norm is not None:
+                grads = self._clip_total_norm([_dense(g, v) for g, v in zip(grads, trainable_variables)])
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        n = self.accumulate
+        sums = [self._grad_sums[self._get_variable_index(v)] for v in trainable_variables]
+        parts = [ops.divide(ops.cast(_dense(g, v), v.dtype), n) for g, v in zip(grads, trainable_variables)]
+
+        def step() -> None:
+            total = [ops.add(s, g) for s, g in zip(sums, parts)]
+            if self.clip_norm is not None:
+                total = self._clip_total_norm(total)
+            _TorchRuleOptimizer._base_apply(self, total, trainable_variables)
+            for s in sums:
+                s.assign(ops.zeros(s.shape, dtype=s.dtype))
+            self._updates.assign_add(1)
+
+        def add() -> None:
+            for s, g in zip(sums, parts):
+                s.assign(ops.add(s, g))
+
+        batches = self.epoch_batches
+        if keras.backend.backend() == "torch":
+            # Eager: decide in Python (no host sync); the variable mirrors the count for checkpoints.
+            if self._micro_count is None:
+                self._micro_count = int(ops.convert_to_numpy(self._micro_batches))
+            pos = (self._micro_count % batches if batches else self._micro_count) + 1
+            self._micro_count += 1
+            self._micro_batches.assign(self._micro_count)
+            step() if pos % n == 0 or pos == batches else add()
+            return None
+        micro = self._micro_batches
+        pos = ops.add(ops.mod(micro, batches) if batches else micro, 1)
+        last = ops.equal(ops.mod(pos, n), 0)
+        if batches:
+            last = ops.logical_or(last, ops.equal(pos, batches))
+        ops.cond(last, step, add)
+        micro.assign_add(1)
+        return None
+
+    def _base_apply(self, grads: list[Any], trainable_variables: list[Any]) -> None:
+        keras.optimizers.Optimizer._backend_apply_gradients(self, grads, trainable_variables)
+
+    def _clip_total_norm(self, grads: list[Any]) -> list[Any]:
+        """``torch.nn.utils.clip_grad_norm_``: scale by ``min(1, clip / (total_norm + 1e-6))``, always."""
+        if keras.backend.backend() == "torch":
+            import torch
+
+            total = torch.nn.utils.get_total_norm(grads, 2.0)  # what clip_grad_norm_ computes
+            coef = torch.clamp(self.clip_norm / (total + 1e-6), max=1.0)
+            return [g * coef for g in grads]
+        norms = [ops.sqrt(ops.sum(ops.square(g))) for g in grads]  # per tensor, then the norm of the norms
+        total = ops.sqrt(ops.sum(ops.square(ops.stack(norms))))
+        coef = ops.minimum(ops.divide(self.clip_norm, ops.add(total, 1e-6)), 1.0)
+        return [ops.multiply(g, ops.cast(coef, g.dtype)) for g in grads]
+
     def _arith(self, variable: Any) -> _Arith:
         return _Arith(variable.dtype, self.emulate_fma)
 
@@ -246,6 +346,7 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         config = super().get_config()
         config["weight_decay"] = self.torch_weight_decay  # the base reports its own None
         config["emulate_fma"] = self.emulate_fma
+        config.update({"accumulate": self.accumulate, "epoch_batches": self.epoch_batches, "clip_norm": self.clip_norm})
         return config
 
 
@@ -473,7 +574,9 @@ def make_keras_optimizer(opt_spec: Any, *, learning_rate: Any = None, **kwargs: 
         opt_spec: the spec's ``optimizer`` section (name, lr, weight_decay, momentum, nesterov, betas,
             eps, alpha).
         learning_rate: overrides ``opt_spec.lr``, e.g. with a ``keras.optimizers.schedules`` object.
-        **kwargs: passed to the Keras base class (``clipnorm``, ``global_clipnorm``, ``name``, ...).
+        **kwargs: ``accumulate`` (batches per optimizer step), ``epoch_batches`` (batches per epoch: the
+            epoch's last batch closes a partial window), ``clip_norm`` (torch's ``clip_grad_norm_``), or
+            what the Keras base class takes (``name``, ...).
     """
     from unified.errors import SpecError
 
