@@ -316,7 +316,7 @@ def test_first_runs_started_together_share_one_new_store(tmp_path):
         print(MlflowLogger.connect(spec).experiment_id)
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=PROJECT_ROOT) for _ in range(3)]
+                              cwd=PROJECT_ROOT) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-500:] for _, err in outs]
     assert len({out.strip() for out, _ in outs}) == 1
