@@ -118,13 +118,16 @@ def test_unified_export_from_run_dir(backend, make_spec, tmp_path, capsys):
     trainer = UnifiedTrainer(make_spec(SMALL), backend=backend)
     run_dir = trainer.fit().run_dir
     assert (run_dir / "checkpoints" / "final.npz").is_file() and (run_dir / "preprocess.json").is_file()
-    assert main(["export", str(run_dir), "--format", "onnx"]) == 0
-    assert "verified in onnxruntime" in capsys.readouterr().out
+    # the cheapest format each backend gives (ONNX from every backend is covered above)
+    fmt = "keras" if backend == "keras" else "torchscript"
+    assert main(["export", str(run_dir), "--format", fmt]) == 0
+    assert "verified in" in capsys.readouterr().out
     manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
     assert manifest["source"]["weights"] == os.path.join("checkpoints", "final.npz")
-    assert manifest["artifacts"][0]["verification"]["probe"].startswith("val split")
+    entry = manifest["artifacts"][0]
+    assert entry["verification"]["probe"].startswith("val split") and entry["verification"]["passed"]
     x = _raw_digits()
-    gap = np.abs(_run_artifact("onnx", run_dir / "export" / "model.onnx", x) - trainer.predict(x)).max()
+    gap = np.abs(_run_artifact(fmt, run_dir / "export" / entry["path"], x) - trainer.predict(x)).max()
     assert gap < 1e-4
 
     # a format this backend cannot give: exit 2 naming what it gives; the export directory is untouched
@@ -146,14 +149,8 @@ def test_export_bad_inputs_exit_2(make_spec, tmp_path, capsys):
     assert "did you mean 'onnx'" in capsys.readouterr().err
     assert main(["export", str(run_dir), "--weights", "best"]) == 2
     assert "weights file not found" in capsys.readouterr().err
-
-    # verification above the tolerance: exit 1, says by how much, nothing written (float32 graphs differ
-    # from the float64 standardization of the reference by ~1e-7, far above 1e-15)
-    assert main(["export", str(run_dir), "--format", "onnx", "--tolerance", "1e-15", "--out", str(tmp_path / "x")]) == 1
-    err = capsys.readouterr().err
-    assert "onnx artifact differs from the trained model by" in err and "above the tolerance 1e-15" in err
-    assert not (tmp_path / "x").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x.")]  # no temp directory left behind
+    assert main(["export", str(run_dir), "--tolerance", "0"]) == 2
+    assert "tolerance: must be > 0" in capsys.readouterr().err
 
 
 def test_unsupported_format_in_spec_is_refused_before_training(make_spec, tmp_path):
@@ -170,7 +167,11 @@ def test_unsupported_format_in_spec_is_refused_before_training(make_spec, tmp_pa
 
 
 def test_run_whose_export_fails_verification_exits_1(make_spec, tmp_path, capsys):
-    """`unified run` with an export section: training completes, the export is refused above the tolerance."""
+    """`unified run` with an export section: training completes, the export is refused above the tolerance.
+
+    A real difference, no mock: the ONNX graph standardizes in float32, the reference in float64 (measured
+    ~1e-7 over 64 rows x 10 logits, far above 1e-15).
+    """
     spec = make_spec({**SMALL, "export": {"formats": ["onnx"], "tolerance": 1e-15}})
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -180,6 +181,7 @@ def test_run_whose_export_fails_verification_exits_1(make_spec, tmp_path, capsys
     assert "export: onnx artifact differs from the trained model by" in err and "training itself completed" in err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "completed"
     assert not (tmp_path / "r" / "export").exists()
+    assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".export.")]  # no temp dir left
 
 
 def _keras_torch_available() -> bool:
