@@ -102,12 +102,19 @@ class Boom(Callback):
 
 
 def test_resume_3_to_6_epochs_and_mid_epoch_matches_an_uninterrupted_run(backend, tmp_path):
-    """3 epochs; resumed to 6 but SIGTERM'd mid-epoch 5; resumed again: the same as 6 epochs in one go."""
-    full = UnifiedTrainer(iris_spec(tmp_path), backend=backend).fit()
-    first = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=backend).fit()
+    """3 epochs; resumed to 6 but Ctrl-C'd mid-epoch 5; resumed again: the same as 6 epochs in one go.
+
+    With an lr schedule stepped per optimizer step, so the scheduler state has to come back too.
+    """
+
+    def spec(**trainer):
+        return {**iris_spec(tmp_path, **trainer), "scheduler": {"name": "exponential", "gamma": 0.97, "interval": "step"}}
+
+    full = UnifiedTrainer(spec(), backend=backend).fit()
+    first = UnifiedTrainer(spec(max_epochs=3), backend=backend).fit()
     assert first.global_step == 3 * STEPS_PER_EPOCH
 
-    killed = UnifiedTrainer(iris_spec(tmp_path), backend=backend,
+    killed = UnifiedTrainer(spec(), backend=backend,
                             callbacks=[SignalAt(4 * STEPS_PER_EPOCH + 3, signal.SIGINT)])  # Ctrl-C
     with pytest.raises(Interrupted) as info:
         killed.fit(resume=first.run_dir)
@@ -118,7 +125,7 @@ def test_resume_3_to_6_epochs_and_mid_epoch_matches_an_uninterrupted_run(backend
     assert summary["status"] == "interrupted" and summary["global_step"] == 4 * STEPS_PER_EPOCH + 3
     assert (run_dir / "checkpoints" / "interrupted.ckpt").stat().st_size > 0
 
-    done = UnifiedTrainer(iris_spec(tmp_path), backend=backend).fit(resume=run_dir)
+    done = UnifiedTrainer(spec(), backend=backend).fit(resume=run_dir)
     assert done.run_dir == run_dir and done.status == full.status
     assert done.global_step == full.global_step and done.epochs == full.epochs
     assert abs(done.metrics["val/loss"] - full.metrics["val/loss"]) <= 1e-5
@@ -126,6 +133,8 @@ def test_resume_3_to_6_epochs_and_mid_epoch_matches_an_uninterrupted_run(backend
     assert [(r["epoch"], r["step"]) for r in rows(run_dir)] == [(r["epoch"], r["step"]) for r in rows(full.run_dir)]
     a, b = step_losses(full.run_dir), step_losses(run_dir)
     assert max(abs(a[s] - b[s]) for s in a) <= 1e-5
+    lrs = lambda d: [float(r["lr"]) for r in rows(d)]
+    assert lrs(run_dir) == lrs(full.run_dir) and lrs(run_dir)[-1] < 0.01 * 0.97 ** 40  # the schedule went on
     # callback state came back: the same checkpoint files, the same best
     names = lambda d: sorted(p.name for p in (d / "checkpoints").glob("*.ckpt") if p.name != "interrupted.ckpt")
     assert names(run_dir) == names(full.run_dir)
