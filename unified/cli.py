@@ -356,7 +356,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if next((a for a in argv if not a.startswith("-")), None) == "migrate":
+        parser.usage_exit = 3  # `unified migrate` has its own table: unrecognized arguments exit 3 too
+    args = parser.parse_args(argv)
     spec_file = getattr(args, "spec", None)
     try:
         return COMMANDS[args.command](args)

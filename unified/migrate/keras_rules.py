@@ -304,6 +304,7 @@ class KerasRule(Rule):
             if rd is not None and self.value(rd) is True:
                 new = base
                 hint = f"{base}: a dict with test/loss, test/<metric> keys"
+                self._evaluate_keys(call)
             elif explicit:
                 new = f"list({base}.values())"
                 hint = f"[loss, {', '.join(explicit)}] in compile's order"
@@ -313,6 +314,23 @@ class KerasRule(Rule):
             self.replace[call] = self.expr(new)
             self.find(call, c, "converted", "evaluate", hint)
         return True
+
+    def _evaluate_keys(self, call: cst.Call) -> None:
+        """``scores = model.evaluate(..., return_dict=True)`` then ``scores["accuracy"]`` -> ``["test/accuracy"]``."""
+        name = self.assigned_name(call)
+        if name is None:
+            return
+        for sub in self.subscripts:
+            if (not isinstance(sub.value, cst.Name) or sub.value.value != name or self.pos(sub)[0] < self.pos(call)[0]
+                    or len(sub.slice) != 1 or not isinstance(sub.slice[0].slice, cst.Index)):
+                continue
+            key = self.value(sub.slice[0].slice.value)
+            new = facade_key(key, "test") if isinstance(key, str) else None
+            if new is None:
+                self.find(sub, self.code(sub), "manual", "evaluate.key", f"{key!r} has no facade key")
+                continue
+            self.replace[sub.slice[0].slice.value] = self.expr(f'"{new}"')
+            self.find(sub, self.code(sub), "converted", "evaluate.key", f'{name}["{new}"]')
 
     def _batch_size_of(self, node: cst.BaseExpression) -> Optional[int]:
         cur: Any = node

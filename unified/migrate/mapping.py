@@ -49,7 +49,7 @@ def metrics_for(task: str, keys: Iterable[str], explicit: Optional[list[str]] = 
     Returns None when the task's defaults already cover everything (the key is then left out).
     """
     allowed = TASK_METRICS[task]
-    wanted = [m for m in (metric_of(k) for k in keys) if m is not None and m in allowed]
+    wanted = list(dict.fromkeys(m for m in (metric_of(k) for k in keys) if m is not None and m in allowed))
     if explicit is not None:
         out = [m for m in explicit if m in allowed]
         out += [m for m in wanted if m not in out]

@@ -48,7 +48,7 @@ early = EarlyStopping(monitor="val_loss", patience=5)
 # train for a few epochs
 trainer = pl.Trainer(
     max_epochs=8,
-    gpus=0,  # legacy argument
+    accelerator="cpu",  # train on the CPU
     callbacks=[early, ModelCheckpoint(monitor="val_acc", mode="max")],
     logger=CSVLogger("lightning_logs_iris"),
     enable_progress_bar=False,

@@ -12,6 +12,7 @@ idx = np.random.default_rng(3).permutation(150)
 fit_loader = DataLoader(TensorDataset(torch.from_numpy(x[idx[:110]]), torch.from_numpy(y[idx[:110]])), batch_size=10,
                         shuffle=True)
 val_loader = DataLoader(TensorDataset(torch.from_numpy(x[idx[110:]]), torch.from_numpy(y[idx[110:]])), batch_size=40)
+predict_loader = DataLoader(torch.from_numpy(x[idx[110:]]), batch_size=20)  # inputs only
 
 
 class Lit(pl.LightningModule):
@@ -40,6 +41,6 @@ trainer = pl.Trainer(max_epochs=4, enable_progress_bar=False, logger=False, enab
 trainer.fit(lit, fit_loader, val_loader)
 print("epochs:", trainer.current_epoch, "steps:", trainer.global_step)
 print("val loss:", trainer.callback_metrics.get("val_loss"))
-outputs = trainer.predict(lit, dataloaders=val_loader)
-print("predicted:", len(outputs))
 print("final loss:", float(trainer.callback_metrics["val_loss"]))
+outputs = trainer.predict(lit, dataloaders=predict_loader)
+print("predicted batches:", len(outputs))

@@ -1,9 +1,9 @@
-"""Wine with lightning.pytorch imported under aliases; validate and test after fit."""
+"""Wine with Lightning imported under aliases; validate and test after fit."""
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule, seed_everything
-from lightning.pytorch import Trainer as T
-from lightning.pytorch.callbacks import EarlyStopping as ES
+from pytorch_lightning import LightningModule, seed_everything
+from pytorch_lightning import Trainer as T
+from pytorch_lightning.callbacks import EarlyStopping as ES
 from sklearn.datasets import load_wine
 from torch import nn
 from torch.nn import functional as F
