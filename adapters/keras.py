@@ -443,7 +443,7 @@ class KerasAdapter(BackendAdapter):
         if not opt.built:
             opt.build(self.model.trainable_variables)
         values, names = blob["optimizer"]["values"], blob["optimizer"]["names"]
-        have = list(opt.variables)
+        have = list(opt.variables) if values else []  # [] : saved before the optimizer's first step
         if len(have) != len(values) or any(tuple(v.shape) != tuple(np.shape(a)) for v, a in zip(have, values)):
             raise SpecError(f"--resume {payload['path']}: the checkpoint's optimizer state ({len(values)} variables: "
                             f"{', '.join(names[:3])}...) does not fit optimizer {self.ctx.spec.optimizer.name!r} "
