@@ -259,6 +259,34 @@ def test_on_exception_then_on_fit_end_with_the_final_status(backend, tmp_path, f
     assert json.loads((trainer.run_dir / "summary.json").read_text())["status"] == status
 
 
+CTRL_C = '''
+import os
+import signal
+from unified.callbacks import Callback
+
+
+class CtrlC(Callback):
+    def on_train_batch_end(self, state):
+        if state.global_step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+'''
+
+
+def test_cli_ctrl_c_saves_and_exits_130(backend, tmp_path, capsys):
+    (tmp_path / "ctrlc.py").write_text(CTRL_C)
+    spec = iris_spec(tmp_path, max_epochs=2)
+    spec["callbacks"] = [{"python": {"target": "ctrlc:CtrlC"}}]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "r"
+    assert main(["run", str(path), "--backend", backend, "--run-dir", str(run_dir)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted by SIGINT at epoch 1, step 5" in err[0] and f"--resume {run_dir}" in err[0]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    assert (run_dir / "checkpoints" / "interrupted.ckpt").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers were put back
+
+
 # -- a real process killed with SIGTERM mid-epoch, then resumed from the command line -----------------------
 SLOW = '''
 import time
