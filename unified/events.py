@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from unified.callbacks import HOOKS, Callback, ModelCheckpoint, TrainState
 from unified.logging import CsvLogger, ProgressDisplay
+from unified.resume import STATE_FORMAT
 
 
 def _overrides(cb: Callback, hook: str) -> bool:
@@ -230,7 +231,7 @@ class RunEvents:
             cbs.append({"class": cls, "index": names[cls], "state": cb.state_dict()})
         elapsed = self._time_before + (time.perf_counter() - self.fit_started if self.fit_started is not None else 0.0)
         return {
-            "format": 1, "backend": st.backend, "epoch": st.epoch, "global_step": st.global_step,
+            "format": STATE_FORMAT, "backend": st.backend, "epoch": st.epoch, "global_step": st.global_step,
             "batches_done": self._batches_in_epoch, "epoch_closed": self._epoch_closed,
             "steps_per_epoch": st.steps_per_epoch,
             "loss_sum": float(self._loss_sum) if self._loss_sum is not None else 0.0, "loss_count": self._loss_count,

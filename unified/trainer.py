@@ -498,6 +498,11 @@ class UnifiedTrainer:
                                 f"continue on {self.backend} from {run_dir / 'checkpoints' / 'last.npz'} "
                                 f"(portable weights only)")
         run_state, payload = adapter_cls.read_checkpoint(ckpt, self.spec)
+        from unified.resume import STATE_FORMAT
+
+        if int(run_state.get("format", 1)) > STATE_FORMAT:
+            raise SpecError(f"--resume {ckpt}: written by a newer unified-trainer (run state format "
+                            f"{run_state.get('format')}, this version reads {STATE_FORMAT}); upgrade to resume it")
         if run_state.get("backend") not in (None, self.backend):
             raise SpecError(f"--resume {ckpt}: written by backend {run_state.get('backend')!r}, not {self.backend!r}; "
                             f"exact resume needs the same backend (use the .npz beside it to continue here from "
