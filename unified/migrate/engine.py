@@ -70,8 +70,8 @@ def migrate_source(text: str, path: str = "<string>", stem: Optional[str] = None
         for mod, obj in needed:
             AddImportsVisitor.add_needed_import(context, mod, obj)
         new = AddImportsVisitor(context).transform_module(new)
-    for mod, obj in _imports_of(module):
-        RemoveImportsVisitor.remove_unused_import(context, mod, obj)
+    for mod, obj, asname in _imports_of(module):
+        RemoveImportsVisitor.remove_unused_import(context, mod, obj, asname)
     new = RemoveImportsVisitor(context).transform_module(new)
     result.findings.sort(key=lambda f: (f.line, f.col))
     if new.code != text:
@@ -79,9 +79,9 @@ def migrate_source(text: str, path: str = "<string>", stem: Optional[str] = None
     return result
 
 
-def _imports_of(module: cst.Module) -> list[tuple[str, Optional[str]]]:
-    """Framework imports (module, name) that may become unused after the rewrite."""
-    out: list[tuple[str, Optional[str]]] = []
+def _imports_of(module: cst.Module) -> list[tuple[str, Optional[str], Optional[str]]]:
+    """Framework imports (module, name, alias) that may become unused after the rewrite."""
+    out: list[tuple[str, Optional[str], Optional[str]]] = []
     frameworks = ("pytorch_lightning", "lightning", "ignite", "keras", "tensorflow", "tf_keras")
     for stmt in module.body:
         if not isinstance(stmt, cst.SimpleStatementLine):
@@ -90,8 +90,17 @@ def _imports_of(module: cst.Module) -> list[tuple[str, Optional[str]]]:
             if isinstance(small, cst.ImportFrom) and small.module is not None and not isinstance(small.names, cst.ImportStar):
                 mod = cst.helpers.get_full_name_for_node(small.module) or ""
                 if mod.split(".")[0] in frameworks:
-                    out += [(mod, cst.helpers.get_full_name_for_node(a.name)) for a in small.names]
+                    out += [(mod, cst.helpers.get_full_name_for_node(a.name), _asname(a)) for a in small.names]
+            elif isinstance(small, cst.Import):
+                for a in small.names:
+                    name = cst.helpers.get_full_name_for_node(a.name) or ""
+                    if name.split(".")[0] in frameworks:
+                        out.append((name, None, _asname(a)))
     return out
+
+
+def _asname(alias: cst.ImportAlias) -> Optional[str]:
+    return cst.helpers.get_full_name_for_node(alias.asname.name) if alias.asname is not None else None
 
 
 def _todo_findings(path: str, text: str) -> list[Finding]:

@@ -392,7 +392,7 @@ class IgniteRule(Rule):
                         self.find(parent, f"{self.code(attr)}[{key!r}]", "manual", "metrics.key", "no facade key")
                         continue
                     keys_read.append(new)
-                    self.replace[parent.slice[0].slice.value] = self.expr(f'"{new}"')
+                    self.replace[parent.slice[0].slice.value] = self.key_node(parent.slice[0].slice.value, new)
                     self.find(parent, f"{self.code(attr)}[{key!r}]", "converted", "metrics.key", f'val_metrics["{new}"]')
                 else:
                     self.find(attr, self.code(attr), "converted", "metrics.dict",
@@ -426,7 +426,7 @@ class IgniteRule(Rule):
                 new = new or (facade_key(key, "val") if isinstance(key, str) else None)
                 if new:
                     keys_read.append(new)
-                    self.replace[sub.slice[0].slice.value] = self.expr(f'"{new}"')
+                    self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
                     self.find(sub, f"{alias}[{key!r}]", "converted", "metrics.key", f'{alias}["{new}"]')
                 else:
                     self.find(sub, f"{alias}[{key!r}]", "manual", "metrics.key", "no facade key")

@@ -329,7 +329,7 @@ class KerasRule(Rule):
             if new is None:
                 self.find(sub, self.code(sub), "manual", "evaluate.key", f"{key!r} has no facade key")
                 continue
-            self.replace[sub.slice[0].slice.value] = self.expr(f'"{new}"')
+            self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
             self.find(sub, self.code(sub), "converted", "evaluate.key", f'{name}["{new}"]')
 
     def _batch_size_of(self, node: cst.BaseExpression) -> Optional[int]:
@@ -362,7 +362,7 @@ class KerasRule(Rule):
                     self.mark_todo(stmt, f"{construct} has no facade key (FitResult.history has train/loss_epoch, val/*)")
                 continue
             keys.append(new)
-            self.replace[sub.slice[0].slice.value] = self.expr(f'"{new}"')
+            self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
             self.find(sub, construct, "converted", "history.key", f'{history}.history["{new}"] (FitResult.history, per epoch)')
         return keys
 

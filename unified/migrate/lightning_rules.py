@@ -478,7 +478,7 @@ class LightningRule(Rule):
                     self.mark_todo(stmt, f"{key!r} is not a facade key")
                 continue
             keys_read.append(new)
-            self.replace[sub.slice[0].slice.value] = self.expr(f'"{new}"')
+            self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
             self.find(sub, self.code(sub), "converted", "metrics.key", f'["{new}"]')
 
     def _metrics_read(self, attr: cst.Attribute, name: str, keys_read: list[str]) -> None:
@@ -498,7 +498,7 @@ class LightningRule(Rule):
                     self.mark_todo(stmt, f"{key!r} is not a facade key (see {base})")
                 return
             keys_read.append(new_key)
-            new = f'{base}["{new_key}"]'
+            new = f"{base}[{self.key_node(key_node.value, new_key).value}]"
             target: cst.CSTNode = parent
             up = self.parent(parent)
             if isinstance(up, cst.Attribute) and up.attr.value == "item":
@@ -516,12 +516,14 @@ class LightningRule(Rule):
                 if new_key is not None:
                     keys_read.append(new_key)
                     rest = "".join(", " + self.code(a.value) for a in call.args[1:])
-                    self.replace[call] = self.expr(f'{base}.get("{new_key}"{rest})')
+                    self.replace[call] = self.expr(f"{base}.get({self.key_node(call.args[0].value, new_key).value}{rest})")
                     self.find(call, f"{construct}.get({key!r})", "converted", "metrics.key", f"{base}.get(\"{new_key}\")")
                     return
         self.replace[attr] = self.expr(base)
         self.find(attr, construct, "converted", "metrics.dict",
                   f"{base}: keys are the facade's (val/loss, val/accuracy, train/loss ...)")
+        if isinstance(parent, cst.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0].target, cst.Name):
+            self.alias_keys(parent.targets[0].target.value, attr, None, keys_read)
 
     def _fit(self, call: cst.Call, construct: str, datamodules: list[str]) -> None:
         name = self.receiver(call)

@@ -123,7 +123,8 @@ class Rule(cst.CSTVisitor):
         return cur
 
     def indent(self, stmt: cst.CSTNode) -> str:
-        return " " * (self.pos(stmt)[1] - 1)
+        # LibCST indents the continuation lines of an inserted expression by its block itself.
+        return ""
 
     # -- values --------------------------------------------------------------------------------------
     def code(self, node: cst.CSTNode) -> str:
@@ -198,6 +199,36 @@ class Rule(cst.CSTVisitor):
         while name in taken:
             name, i = f"{preferred}_{i}", i + 1
         return name
+
+    def alias_keys(self, alias: str, start: cst.CSTNode, bare_split: Optional[str], keys_read: list[str]) -> None:
+        """``m = <metrics dict>`` then ``m["val_acc"]``: map the string keys read through ``m`` (same function)."""
+        from unified.migrate.keys import facade_key
+
+        scope, line = self.func_of(start), self.pos(start)[0]
+        for sub in self.subscripts:
+            if (not isinstance(sub.value, cst.Name) or sub.value.value != alias or self.pos(sub)[0] < line
+                    or self.func_of(sub) is not scope or len(sub.slice) != 1
+                    or not isinstance(sub.slice[0].slice, cst.Index)):
+                continue
+            key = self.value(sub.slice[0].slice.value)
+            if not isinstance(key, str):
+                continue
+            new = facade_key(key, bare_split)
+            if new is None:
+                self.find(sub, self.code(sub), "manual", "metrics.key", f"{key!r} has no facade key")
+                stmt = self.stmt_of(sub)
+                if stmt is not None:
+                    self.mark_todo(stmt, f"{key!r} is not a facade key (val/loss, val/<metric>, train/loss)")
+                continue
+            keys_read.append(new)
+            self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
+            self.find(sub, self.code(sub), "converted", "metrics.key", f'{alias}["{new}"]')
+
+    @staticmethod
+    def key_node(original: cst.CSTNode, key: str) -> cst.SimpleString:
+        """The string literal ``key`` in the quotes of ``original`` (it may sit inside an f-string)."""
+        quote = original.value[-1] if isinstance(original, cst.SimpleString) else '"'
+        return cst.SimpleString(f"{quote}{key}{quote}")
 
     # -- findings and edits --------------------------------------------------------------------------
     def find(self, node: cst.CSTNode, construct: str, action: str, rule: str, hint: str) -> None:

@@ -1,5 +1,3 @@
-import lightning as L
-from lightning.pytorch import Trainer as T
 from lightning.pytorch import seed_everything as seed
 
 from mypkg import LitModel, train_loader

@@ -1,4 +1,3 @@
-import pytorch_lightning as pl
 
 from mypkg import DataModule, LitModel
 from unified import UnifiedTrainer

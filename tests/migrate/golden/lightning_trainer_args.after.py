@@ -1,7 +1,5 @@
 import argparse
 
-import pytorch_lightning as pl
-
 from mypkg import LitModel, loaders
 from unified import UnifiedTrainer
 
