@@ -361,7 +361,16 @@ def test_keras_on_torch_sigterm_and_exact_resume(tmp_path):
     summary, run_dir = _kill_and_resume(tmp_path, ["--backend", "keras", "--keras-backend", "torch"])
     assert summary["keras_backend"] == "torch"
     assert summary["status"] == "completed" and summary["global_step"] == 3 * STEPS_PER_EPOCH
-    reference = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=next(b for b in BACKENDS if b != "keras")).fit()
+    torch_trainer = next(b for b in BACKENDS if b != "keras")
+    reference = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=torch_trainer).fit()
     assert abs(summary["metrics"]["val/loss"] - reference.metrics["val/loss"]) <= 1e-5
     a, b = step_losses(reference.run_dir), step_losses(run_dir)
     assert max(abs(a[s] - b[s]) for s in a) <= 1e-5
+    # and the finished 3-epoch run resumed to 6 epochs
+    more = _cli([str(tmp_path / "spec.yaml"), "--resume", str(run_dir), "--set", "trainer.max_epochs=6"])
+    _, err = more.communicate(timeout=240)
+    assert more.returncode == 0, err[-2000:]
+    six = json.loads((run_dir / "summary.json").read_text())
+    reference6 = UnifiedTrainer(iris_spec(tmp_path, max_epochs=6), backend=torch_trainer).fit()
+    assert six["global_step"] == reference6.global_step == 6 * STEPS_PER_EPOCH
+    assert abs(six["metrics"]["val/loss"] - reference6.metrics["val/loss"]) <= 1e-5
