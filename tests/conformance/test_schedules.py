@@ -22,7 +22,7 @@ import yaml
 from unified import UnifiedTrainer
 from unified.errors import NotSupportedError
 from unified.registry import installed_backends, load_adapter
-from unified.schedules import Schedule, plan_schedule
+from unified.schedules import Schedule, optimizer_steps_per_epoch, plan_schedule
 
 BACKENDS = installed_backends()
 IRIS = {"data": {"source": "sklearn:iris", "batch_size": 8}, "model": {"hidden": [16]},
@@ -82,7 +82,7 @@ def test_lr_sequence_follows_torchs_schedule(backend, make_spec, case):
     spec = make_spec({**IRIS, "scheduler": scheduler, "trainer": {**IRIS["trainer"], **trainer}})
     _, result, rows = _run(spec, backend)
     epochs = spec["trainer"]["max_epochs"]
-    spe = 15 // spec["trainer"].get("accumulate_grad_batches", 1) + (15 % spec["trainer"].get("accumulate_grad_batches", 1) > 0)
+    spe = optimizer_steps_per_epoch(15, spec["trainer"].get("accumulate_grad_batches", 1))  # 15 or 8
     want_steps, want_epochs = _expected_lrs(spec, 15, epochs, spe)
     got_steps = [float(r["lr"]) for r in _steps(rows)]
     got_epochs = [float(r["lr"]) for r in _epochs(rows)]
