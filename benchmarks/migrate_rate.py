@@ -92,6 +92,14 @@ def main() -> None:
     n = sum(total.values())
     print(f"{'all constructs':<44} {n:>5} {total['converted']:>5} {total['manual']:>6} {total['unsupported']:>5} "
           f"{total['converted'] / n:>6.0%}")
+    for fw in ("lightning", "ignite", "keras"):
+        c = collections.Counter()
+        for rule, counts in per_rule.items():
+            if rule.startswith(fw + "."):
+                c.update(counts)
+        m = sum(c.values())
+        print(f"{fw + ' (all rules)':<44} {m:>5} {c['converted']:>5} {c['manual']:>6} {c['unsupported']:>5} "
+              f"{c['converted'] / m:>6.0%}")
     changed = sum(1 for r in per_file.values() if r.new_text is not None)
     print(f"files: {len(per_file)} in the corpus, {changed} rewritten, "
           f"{sum(1 for r in per_file.values() if any(f.action == 'manual' for f in r.findings))} with manual items")
