@@ -7,18 +7,15 @@ without this package; ``x - mean`` first, then the scale, keeps the rounding of 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from unified.errors import NotSupportedError
 from unified.export.manifest import INPUT_NAME, OUTPUT_NAME
+from unified.export.quiet import quiet_loggers
 
 FILES = {"onnx": "model.onnx", "savedmodel": "savedmodel", "keras": "model.keras", "tflite": "model.tflite",
          "torchscript": "model.pt"}
@@ -38,19 +35,9 @@ def requires(fmt: str, spec: Any) -> tuple[str, ...]:
     return ()
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    names = ("tensorflow", "absl", "tf2onnx", "torch.onnx", "torch.onnx._internal.exporter._registration")
-    saved = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for n, level in saved.items():
-            logging.getLogger(n).setLevel(level)
+def quiet() -> Any:
+    """Silence the exporters' progress prints, deprecation warnings and optional-op log lines."""
+    return quiet_loggers("tensorflow", "absl", "tf2onnx", "torch.onnx", "torch.onnx._internal.exporter._registration")
 
 
 def serving_model(keras: Any, net: Any, pre: Any) -> Any:

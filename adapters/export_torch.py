@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -15,6 +12,7 @@ from torch import nn
 
 from unified.errors import NotSupportedError
 from unified.export.manifest import INPUT_NAME, OUTPUT_NAME
+from unified.export.quiet import quiet_loggers
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
@@ -51,21 +49,10 @@ def _eval(model: nn.Module) -> Iterator[None]:
         model.train(was)
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
+def quiet() -> Any:
     """Silence the exporters' progress prints, deprecation warnings and optional-op log lines."""
-    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export", "torch._dynamo",
+    return quiet_loggers("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export", "torch._dynamo",
              "onnxscript")
-    saved = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for n, level in saved.items():
-            logging.getLogger(n).setLevel(level)
 
 
 def export_module(net: nn.Module, fmt: str, out_dir: Path, pre: Any, example: np.ndarray) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import libcst as cst
 
 from unified.migrate import codegen
-from unified.migrate.keys import facade_key, mode_for
+from unified.migrate.keys import facade_key
 from unified.migrate.mapping import TORCH_LOSSES, metrics_for, safe_name, spec_dict, unknown_metric_keys
 from unified.migrate.rule import Rule
 
