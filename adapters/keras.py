@@ -379,7 +379,7 @@ class KerasAdapter(BackendAdapter):
             tmp = path + ".zip"
             h5 = path + ".weights.h5"
             try:
-                self.net.save_weights(h5)
+                self._weights_holder().save_weights(h5)
                 with zipfile.ZipFile(tmp, "w") as zf:
                     zf.write(h5, "model.weights.h5")
             finally:
@@ -404,6 +404,10 @@ class KerasAdapter(BackendAdapter):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def _weights_holder(self) -> Any:
+        # A wrapped torch module (TorchModuleWrapper) is a layer without save_weights: its model has them.
+        return self.net if hasattr(self.net, "save_weights") else self.model
 
     @classmethod
     def read_checkpoint(cls, path: Any, spec: Any) -> tuple[dict[str, Any], Any]:
@@ -435,7 +439,7 @@ class KerasAdapter(BackendAdapter):
             with zipfile.ZipFile(payload["path"]) as zf, zf.open("model.weights.h5") as src, open(h5, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             try:
-                self.net.load_weights(h5)
+                self._weights_holder().load_weights(h5)
             except (ValueError, KeyError) as e:
                 raise SpecError(f"--resume {payload['path']}: the checkpoint's weights do not fit this model: "
                                 f"{str(e).strip().splitlines()[0]}") from None
