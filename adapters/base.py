@@ -91,6 +91,19 @@ class BackendAdapter(ABC):
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+        self._win_loss: Any = None  # the open accumulation window's summed micro-batch losses
+        self._win_n = 0
+
+    def add_micro_loss(self, loss: Any) -> None:
+        """Add one micro-batch's detached loss (a framework tensor) to the open window (no host sync)."""
+        self._win_loss = loss if self._win_n == 0 else self._win_loss + loss
+        self._win_n += 1
+
+    def take_step_loss(self) -> Any:
+        """The closed window's ``train/loss``: the mean of its micro-batch losses."""
+        loss, n = self._win_loss, self._win_n
+        self._win_loss, self._win_n = None, 0
+        return loss if n == 1 else loss / n
 
     @abstractmethod
     def fit(self) -> None:

@@ -150,8 +150,6 @@ class KerasAdapter(BackendAdapter):
         self.scheduler = Schedule(self.schedule_plan) if self.schedule_plan is not None else None
         self.lr_now = float(spec.optimizer.lr)  # what the optimizer's learning-rate variable holds
         self.step_lr: Optional[float] = None  # the lr the last optimizer step used (what `lr` logs)
-        self._win_loss: Any = None
-        self._win_n = 0
         # exact resume (restore() sets these; fit() and the bridge read them)
         self._resume_at: Optional[tuple[int, int]] = None  # (0-based epoch, optimizer steps of it done)
         self.batch_offset = 0  # batches of the current epoch done before this fit() call
@@ -575,12 +573,10 @@ def _make_bridge(keras: Any, adapter: KerasAdapter, max_steps: Optional[int]) ->
             if accumulate > 1:
                 # The optimizer steps on every N-th batch of the epoch and on its last one (keras_optim);
                 # train/loss of that step is the mean of its micro-batch losses.
-                adapter._win_loss = loss if adapter._win_n == 0 else adapter._win_loss + loss
-                adapter._win_n += 1
+                adapter.add_micro_loss(loss)
                 if (batch + 1) % accumulate and batch + 1 != spe:
                     return
-                loss = adapter._win_loss / adapter._win_n if adapter._win_n > 1 else adapter._win_loss
-                adapter._win_loss, adapter._win_n = None, 0
+                loss = adapter.take_step_loss()
             adapter.steps_done += 1
             adapter.step_lr = adapter.lr_now
             if step_sched is not None:

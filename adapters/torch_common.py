@@ -433,8 +433,6 @@ class TorchAdapter(BackendAdapter):
         self.schedule_plan: Any = None
         self.step_lr: Optional[float] = None
         self.precision = ctx.spec.trainer.precision
-        self._win_loss: Any = None
-        self._win_n = 0
         from unified.schedules import check_monitor_available, plan_schedule
 
         # Resolved (and checked) here, before anything trains; the torch scheduler is built on the optimizer.
@@ -455,17 +453,6 @@ class TorchAdapter(BackendAdapter):
         """Build ``self.scheduler`` (torch's, for ``spec.scheduler``) on ``optimizer``; ``None`` without one."""
         self.scheduler = make_scheduler(self.schedule_plan, optimizer)
         return self.scheduler
-
-    def add_micro_loss(self, loss: torch.Tensor) -> None:
-        """Add one micro-batch's detached loss to the open accumulation window (no host sync)."""
-        self._win_loss = loss if self._win_n == 0 else self._win_loss + loss
-        self._win_n += 1
-
-    def take_step_loss(self) -> torch.Tensor:
-        """The closed window's ``train/loss``: the mean of its micro-batch losses."""
-        loss, n = self._win_loss, self._win_n
-        self._win_loss, self._win_n = None, 0
-        return loss if n == 1 else loss / n
 
     def new_optimizer(self, params: Any) -> torch.optim.Optimizer:
         """The user's LightningModule's ``configure_optimizers()`` optimizer, else the spec's."""
