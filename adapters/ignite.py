@@ -6,7 +6,7 @@ import logging
 import math
 from typing import Any
 
-from adapters import torch_common as tc
+from unified.adapters import torch_common as tc
 from unified.context import RunContext
 from unified.errors import SpecError
 

@@ -16,8 +16,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from adapters.base import BackendAdapter
-from adapters.keras_outputs import output_activation, to_logits
+from unified.adapters.base import BackendAdapter
+from unified.adapters.keras_outputs import output_activation, to_logits
 from unified.context import RunContext
 from unified.errors import BackendUnavailableError, NotSupportedError, SpecError
 from unified.models import ModelPlan, call_factory, import_target
@@ -81,13 +81,13 @@ class KerasAdapter(BackendAdapter):
     feature_notes = {"precision:16-mixed": "Keras's mixed_float16 needs its LossScaleOptimizer, which does not "
                                            "compose with the PyTorch-rule optimizers, and Lightning refuses float16 "
                                            "AMP on CPU; use trainer.precision: bf16-mixed"}
-    exporter = "adapters.export_keras"
+    exporter = "unified.adapters.export_keras"
     export_formats = frozenset({"onnx", "savedmodel", "keras", "tflite", "torchscript"})  # union; see below
 
     @classmethod
     def export_formats_for(cls, spec: Any) -> frozenset[str]:
         """Formats depend on the tensor backend: SavedModel/TFLite need TensorFlow, TorchScript torch."""
-        from adapters.export_keras import FORMATS_BY_BACKEND
+        from unified.adapters.export_keras import FORMATS_BY_BACKEND
 
         return FORMATS_BY_BACKEND.get(resolve_keras_backend(spec.keras_backend), frozenset())
 
@@ -129,7 +129,7 @@ class KerasAdapter(BackendAdapter):
             self.model(np.zeros((1, in_features), dtype=np.float32))  # builds every layer
             if ctx.plan is not None:
                 self.set_weights(ctx.plan.weights)
-        from adapters.keras_optim import make_keras_optimizer
+        from unified.adapters.keras_optim import make_keras_optimizer
 
         # Accumulation and clipping live in the optimizer (torch's semantics, see keras_optim.py).
         step_kwargs: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from adapters import torch_common as tc
+from unified.adapters import torch_common as tc
 from unified.context import RunContext
 from unified.errors import SpecError
 

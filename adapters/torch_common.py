@@ -13,8 +13,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from adapters.base import BackendAdapter
-from adapters.lightning_module import user_steps
+from unified.adapters.base import BackendAdapter
+from unified.adapters.lightning_module import user_steps
 from unified.context import RunContext
 from unified.data import Dataset, Split
 from unified.errors import SpecError
@@ -419,7 +419,7 @@ def start_sampler_at(loader: Any, run_state: dict[str, Any], steps_per_epoch: Op
 class TorchAdapter(BackendAdapter):
     """What the two torch trainers share: model, losses, weights, prediction and evaluation."""
 
-    exporter = "adapters.export_torch"
+    exporter = "unified.adapters.export_torch"
     export_formats = frozenset({"onnx", "torchscript"})
 
     def __init__(self, ctx: RunContext) -> None:

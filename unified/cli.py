@@ -256,7 +256,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    from adapters.base import FEATURE_CHECKS
+    from unified.adapters.base import FEATURE_CHECKS
     from unified.registry import available_backends, load_adapter
 
     rows = []

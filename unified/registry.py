@@ -1,4 +1,4 @@
-"""Backend registry: name -> ``"adapters.<module>:<Class>"`` plus an install hint.
+"""Backend registry: name -> ``"unified.adapters.<module>:<Class>"`` plus an install hint.
 
 Third-party backends register through the ``unified.backends`` entry-point group with a value
 ``"pkg.module:AdapterClass"``. Nothing here imports a framework; ``load_adapter`` imports the
@@ -33,12 +33,12 @@ class BackendEntry:
 
 
 BUILTIN_BACKENDS: dict[str, BackendEntry] = {
-    "ignite": BackendEntry("ignite", "adapters.ignite:IgniteAdapter", ("torch", "ignite"), "ignite"),
+    "ignite": BackendEntry("ignite", "unified.adapters.ignite:IgniteAdapter", ("torch", "ignite"), "ignite"),
     "lightning": BackendEntry(
-        "lightning", "adapters.lightning:LightningAdapter", ("torch", "pytorch_lightning"), "lightning"
+        "lightning", "unified.adapters.lightning:LightningAdapter", ("torch", "pytorch_lightning"), "lightning"
     ),
     # Keras's tensor backend (tensorflow | torch | jax) is checked when a run starts (spec.keras_backend).
-    "keras": BackendEntry("keras", "adapters.keras:KerasAdapter", ("keras",), "keras"),
+    "keras": BackendEntry("keras", "unified.adapters.keras:KerasAdapter", ("keras",), "keras"),
 }
 
 # Order used when the spec names no backend: the first installed one wins.

@@ -12,7 +12,7 @@ import pytest
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
-from adapters.keras_optim import TorchAdam, TorchSGD  # noqa: E402
+from unified.adapters.keras_optim import TorchAdam, TorchSGD  # noqa: E402
 
 
 def _grads(rng: np.random.Generator, shapes: list[tuple[int, ...]], scale: float) -> list[np.ndarray]:

@@ -105,7 +105,7 @@ WORKER = textwrap.dedent(
     import keras
     from keras import ops
     from unified.spec import OptimizerSpec
-    from adapters.keras_optim import make_keras_optimizer
+    from unified.adapters.keras_optim import make_keras_optimizer
 
     problem_path, out_path, meta_json = sys.argv[1:4]
     meta = json.loads(meta_json)

@@ -112,7 +112,7 @@ def test_keras_softmax_model_with_tf_data(tmp_path):
 
     if "keras" not in installed_backends():
         pytest.skip("keras is not installed")
-    from adapters.keras import import_keras
+    from unified.adapters.keras import import_keras
 
     keras = import_keras("tensorflow")
     import tensorflow as tf

@@ -17,7 +17,7 @@ def _probe(code: str) -> dict:
 def test_import_unified_imports_no_framework():
     code = (
         "import sys, json, unified, unified.spec, unified.cli, unified.trainer, unified.data, unified.metrics, "
-        "unified.callbacks, unified.registry, adapters.base;"
+        "unified.callbacks, unified.registry, unified.adapters.base;"
         f"print(json.dumps(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules)))"
     )
     assert _probe(code) == []

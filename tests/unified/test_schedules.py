@@ -12,7 +12,7 @@ from unified.spec import load_spec
 
 torch = pytest.importorskip("torch")
 
-from adapters.torch_common import make_scheduler  # noqa: E402
+from unified.adapters.torch_common import make_scheduler  # noqa: E402
 
 
 def _spec(scheduler: dict, trainer: dict | None = None, lr: float = 0.1):
