@@ -1,0 +1,93 @@
+"""What every route shares: the model, the limits, the runtime path (batched or not), JSON responses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from unified.serve.batching import Batcher, Executor
+from unified.serve.metrics import ServeMetrics
+from unified.serve.model import ServedModel
+from unified.serve.tensors import BadRequest, dump_json
+
+
+@dataclass
+class ServerContext:
+    """One server's model, limits and runtime path.
+
+    Attributes:
+        model: the loaded artifact.
+        max_rows: most samples per request.
+        max_body_bytes: largest request body.
+        max_batch_size: most rows per gathered runtime call (1: no batching).
+        batch_timeout_ms: longest wait for more requests to gather.
+        metrics: the Prometheus collectors.
+    """
+
+    model: ServedModel
+    max_rows: int
+    max_body_bytes: int
+    max_batch_size: int
+    batch_timeout_ms: float
+    metrics: ServeMetrics
+    executor: Executor = field(init=False)
+    batcher: Optional[Batcher] = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        batching = self.max_batch_size > 1
+        self.executor = Executor(self.model.runner, self.metrics.observe_call, threads=1 if batching else 4)
+        if batching:
+            self.batcher = Batcher(self.executor, self.max_batch_size, self.batch_timeout_ms / 1000)
+
+    async def infer(self, x: np.ndarray) -> np.ndarray:
+        """The model's outputs for the float32 batch ``x`` (gathered with concurrent requests when batching)."""
+        if self.batcher is not None:
+            return await self.batcher.infer(x)
+        return await self.executor.run(x)
+
+    async def read(self, request: Any, parse: Callable[[bytes], Any]) -> Any:
+        """Read the body (within ``max_body_bytes``) and ``parse`` it, telling the batcher a request is coming."""
+        if self.batcher is not None:
+            self.batcher.expect()
+        try:
+            return parse(await self.read_body(request))
+        finally:
+            if self.batcher is not None:
+                self.batcher.expected_done()
+
+    async def read_body(self, request: Any) -> bytes:
+        """The request body, or :class:`BadRequest` (413) past ``max_body_bytes``, without reading it all."""
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BadRequest(413, f"body of {int(declared)} bytes is over the limit of {limit}")
+        if request.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
+            raise BadRequest(415, f"Content-Encoding {request.headers['content-encoding']!r} is not supported; "
+                                  f"send the body uncompressed")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise BadRequest(413, f"body is over the limit of {limit} bytes")
+        return bytes(body)
+
+    def close(self) -> None:
+        """Stop the batcher and the runtime threads."""
+        if self.batcher is not None:
+            self.batcher.close()
+        self.executor.close()
+
+
+def json_response(doc: Any, status: int = 200, headers: Optional[dict[str, str]] = None) -> Any:
+    """A JSON response written by orjson (numpy arrays inside ``doc`` are serialized directly)."""
+    from starlette.responses import Response
+
+    return Response(dump_json(doc), status_code=status, media_type="application/json", headers=headers)
+
+
+def refusal(message: str) -> str:
+    """One line out of an exception's message."""
+    text = str(message).strip()
+    return text.splitlines()[0][:300] if text else "no reason given"
