@@ -110,7 +110,8 @@ def _add_export_parsers(sub: Any) -> None:
                     help="do not reload and compare the artifacts")
     ex.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    sv = sub.add_parser("serve", help="serve an exported model over HTTP (POST /predict, GET /health, /metadata)")
+    sv = sub.add_parser("serve", help="serve an exported model over HTTP (/predict, Open Inference Protocol v2, "
+                                      "TensorFlow Serving REST, /metrics)")
     sv.add_argument("artifact", metavar="ARTIFACT", help="an export directory (manifest.json), a run directory or a .onnx file")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -119,6 +120,15 @@ def _add_export_parsers(sub: Any) -> None:
     sv.add_argument("--max-rows", type=int, default=10000, help="most rows per request (default 10000)")
     sv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
                     help="largest request body in bytes (default 16 MiB)")
+    sv.add_argument("--model-name", metavar="NAME",
+                    help="the model's name in /v2/models/NAME and /v1/models/NAME (default: the spec's name)")
+    sv.add_argument("--max-batch-size", type=int, default=64, metavar="ROWS",
+                    help="most rows gathered from concurrent requests into one runtime call; 1 turns batching "
+                         "off (default 64)")
+    sv.add_argument("--batch-timeout-ms", type=float, default=2.0, metavar="MS",
+                    help="longest wait for more concurrent requests to gather (default 2)")
+    sv.add_argument("--log-format", choices=["none", "text", "json"], default="none",
+                    help="one access-log line per request on stderr (default none)")
     sv.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
@@ -344,7 +354,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from unified.serve import serve
 
     serve(args.artifact, host=args.host, port=args.port, fmt=args.fmt, max_rows=args.max_rows,
-          max_body_bytes=args.max_body_bytes)
+          max_body_bytes=args.max_body_bytes, model_name=args.model_name, max_batch_size=args.max_batch_size,
+          batch_timeout_ms=args.batch_timeout_ms, log_format=args.log_format)
     return EXIT_OK
 
 
