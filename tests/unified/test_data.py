@@ -47,6 +47,21 @@ def test_import_pulls_no_framework_or_sklearn():
     assert out.stdout.strip() == "[]"
 
 
+def test_scheme_list_loads_no_numpy():
+    """``unified.spec`` takes its scheme list from ``unified.data.sources.SOURCES``: that costs no numpy."""
+    code = "import sys, unified.data.sources as s; print(sorted(s.SOURCES), 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['csv', 'npz', 'parquet', 'python', 'sklearn'] False"
+
+
+def test_every_spec_scheme_has_a_reader():
+    from unified.data import SOURCES
+    from unified.spec import DATA_SCHEMES
+
+    assert set(DATA_SCHEMES) == set(SOURCES)
+    assert all(callable(reader) for reader in SOURCES.values())
+
+
 # -- sklearn source, shapes, dtypes --------------------------------------------------------------------
 
 def test_sklearn_digits_shapes_and_dtypes():
