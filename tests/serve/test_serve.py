@@ -1,78 +1,19 @@
-"""`unified serve`: a real uvicorn server on 127.0.0.1 over an exported model, good and bad requests."""
+"""`unified serve` native API (/predict, /health, /metadata): a real server over an exported model, good and bad requests."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 httpx = pytest.importorskip("httpx")
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-pytest.importorskip("onnxruntime")
 
-from unified import UnifiedTrainer  # noqa: E402
 from unified.cli import main  # noqa: E402
-from unified.registry import installed_backends  # noqa: E402
 
-MAX_ROWS, MAX_BODY = 50, 64 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args: list[str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "unified", "serve", *args, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not come up")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A digits classifier (first installed backend, 1 epoch) exported to ONNX and served."""
-    from sklearn.datasets import load_digits
-
-    tmp = tmp_path_factory.mktemp("serve")
-    spec = {"name": "s", "seed": 0, "data": {"source": "sklearn:digits", "standardize": True, "val_fraction": 0.2,
-                                             "batch_size": 64},
-            "model": {"arch": "mlp", "hidden": [16]}, "trainer": {"max_epochs": 1, "progress_bar": False},
-            "logging": {"dir": str(tmp / "runs")}, "export": {"formats": ["onnx", "torchscript"]}}
-    trainer = UnifiedTrainer(spec, backend=installed_backends()[0])
-    run_dir = trainer.fit().run_dir
-    proc, url = _start([str(run_dir / "export"), "--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY)])
-    x = load_digits().data[:20].astype(np.float32)  # raw features
-    yield {"url": url, "trainer": trainer, "x": x, "run_dir": run_dir, "proc": proc}
-    _stop(proc)
+MAX_ROWS, MAX_BODY = 50, 64 * 1024  # the `served` fixture's limits (conftest.py)
 
 
 def test_predict_matches_the_trained_model(served):
@@ -142,11 +83,12 @@ def test_server_survives_concurrent_good_and_bad_requests(served):
     assert r.status_code == 200 and len(r.json()["predictions"]) == 3
 
 
-def test_bare_onnx_file(served, tmp_path):
+def test_bare_onnx_file(served, tmp_path, start_server):
     """A .onnx file without its manifest is served (outputs only, width read off the graph)."""
     bare = tmp_path / "m.onnx"
     shutil.copy(served["run_dir"] / "export" / "model.onnx", bare)
-    proc, url = _start([str(bare)])
+    server = start_server([bare])
+    url = server.url
     try:
         r = httpx.post(url + "/predict", json={"inputs": served["x"][:4].tolist()})
         assert r.status_code == 200
@@ -155,30 +97,45 @@ def test_bare_onnx_file(served, tmp_path):
         assert httpx.get(url + "/metadata").json()["input"]["shape"] == [None, 64]
         assert httpx.post(url + "/predict", json={"inputs": [[1.0, 2.0]]}).status_code == 422
     finally:
-        _stop(proc)
+        server.stop()
 
 
-def test_torchscript_artifact_served_by_torch(served):
-    """--format picks another artifact of the manifest, run in its own runtime (torch.jit)."""
+def test_torchscript_artifact_served_by_torch(served, start_server):
+    """--format picks another artifact of the manifest, run in its own runtime (torch.jit), batched too."""
     pytest.importorskip("torch")
-    proc, url = _start([str(served["run_dir"]), "--format", "torchscript"])
+    server = start_server([served["run_dir"], "--format", "torchscript", "--max-batch-size", "8"])
+    url = server.url
     try:
         assert httpx.get(url + "/health").json()["format"] == "torchscript"
         r = httpx.post(url + "/predict", json={"inputs": served["x"].tolist()})
         assert r.status_code == 200
         assert r.json()["predictions"] == served["trainer"].predict_labels(served["x"])
         assert httpx.post(url + "/predict", content=b"{").status_code == 400
+
+        def one(i: int) -> list:
+            with httpx.Client(base_url=url, timeout=30) as c:
+                return c.post("/predict", json={"inputs": served["x"][i:i + 1].tolist()}).json()["outputs"]
+
+        with ThreadPoolExecutor(8) as pool:
+            outs = np.array([o[0] for o in pool.map(one, range(16))], dtype=np.float32)
+        assert np.abs(outs - served["trainer"].predict(served["x"][:16])).max() < 1e-4
     finally:
-        _stop(proc)
+        server.stop()
 
 
-def test_serve_bad_arguments_exit_2(served, tmp_path, capsys):
-    assert main(["serve", str(tmp_path / "missing"), "--port", str(_free_port())]) == 2
+def test_serve_bad_arguments_exit_2(served, tmp_path, capsys, port_finder):
+    assert main(["serve", str(tmp_path / "missing"), "--port", str(port_finder())]) == 2
     assert "no such file or directory" in capsys.readouterr().err
-    assert main(["serve", str(tmp_path), "--port", str(_free_port())]) == 2
+    assert main(["serve", str(tmp_path), "--port", str(port_finder())]) == 2
     assert "no manifest.json" in capsys.readouterr().err
     port = int(served["url"].rsplit(":", 1)[1])  # taken by the running server
     assert main(["serve", str(served["run_dir"]), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
-    assert main(["serve", str(served["run_dir"]), "--format", "tflite", "--port", str(_free_port())]) == 2
+    assert main(["serve", str(served["run_dir"]), "--format", "tflite", "--port", str(port_finder())]) == 2
     assert "has no 'tflite' artifact (it has: onnx, torchscript)" in capsys.readouterr().err
+    for flag, value, reason in (("--max-batch-size", "0", "must be >= 1 (1 turns batching off)"),
+                                ("--batch-timeout-ms", "-1", "must be 0..10000"),
+                                ("--model-name", "a/b", "is not a usable model name")):
+        assert main(["serve", str(served["run_dir"]), flag, value, "--port", str(port_finder())]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and reason in err, err

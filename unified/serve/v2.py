@@ -53,7 +53,7 @@ def parse_infer(body: bytes, header_length: Optional[str], model: ServedModel,
                               f"{'nothing' if inputs is None else 'a JSON ' + kind(inputs)}")
     if len(inputs) != 1:
         raise BadRequest(400, f"model '{model.name}' takes 1 input ('{model.input_name}'), got {len(inputs)}")
-    x = _tensor(inputs[0], raw, model, max_rows)
+    x = _tensor(inputs[0], raw, model, max_rows, b"true" in json_part or b"false" in json_part)
     params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
     binary = bool(params.get("binary_data_output", False))
     outputs = doc.get("outputs")
@@ -72,7 +72,7 @@ def parse_infer(body: bytes, header_length: Optional[str], model: ServedModel,
     return x, {"id": request_id if isinstance(request_id, str) else None, "binary": binary}
 
 
-def _tensor(t: Any, raw: bytes, model: ServedModel, max_rows: int) -> np.ndarray:
+def _tensor(t: Any, raw: bytes, model: ServedModel, max_rows: int, bools: bool) -> np.ndarray:
     where = "inputs[0]"
     if not isinstance(t, dict):
         raise BadRequest(400, f"{where} must be a tensor object {{name, shape, datatype, data}}, got a JSON {kind(t)}")
@@ -106,7 +106,8 @@ def _tensor(t: Any, raw: bytes, model: ServedModel, max_rows: int) -> np.ndarray
         raise BadRequest(400, f"input '{name}' has no 'data' (and no binary_data_size parameter)")
     data = t["data"]
     if isinstance(data, list) and data and isinstance(data[0], list):
-        x = _v2(lambda: to_batch(data, tuple(shape[1:]), max_rows, where=f"input '{name}' data"))
+        x = _v2(lambda: to_batch(data, tuple(shape[1:]), max_rows, where=f"input '{name}' data",
+                                     booleans_possible=bools))
         if list(x.shape) != shape:
             raise BadRequest(400, f"input '{name}' data has shape {list(x.shape)}, its shape says {shape}")
         return x
@@ -114,7 +115,7 @@ def _tensor(t: Any, raw: bytes, model: ServedModel, max_rows: int) -> np.ndarray
         raise BadRequest(400, f"input '{name}' data must be a list of numbers, got a JSON {kind(data)}")
     if len(data) != size:
         raise BadRequest(400, f"input '{name}' data has {len(data)} values; shape {shape} needs {size}")
-    flat = _v2(lambda: to_batch(data, (), len(data), where=f"input '{name}' data"))
+    flat = _v2(lambda: to_batch(data, (), len(data), where=f"input '{name}' data", booleans_possible=bools))
     return flat.reshape(shape)
 
 

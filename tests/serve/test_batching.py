@@ -1,0 +1,112 @@
+"""Adaptive batching: the batcher alone (deterministic), then a server under concurrent clients."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from unified.export.runtimes import Runner
+from unified.serve.batching import Batcher, Executor
+
+httpx = pytest.importorskip("httpx")
+
+
+def _recording_runner(lock: bool = False, fail_on: float | None = None) -> tuple[Runner, list[int]]:
+    calls: list[int] = []
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        if fail_on is not None and (x == fail_on).any():
+            raise ValueError("poisoned row")
+        return x.sum(axis=1, keepdims=True) * np.ones((1, 3), np.float32)
+
+    return Runner("test", "test", fn, lock=threading.Lock() if lock else None), calls
+
+
+def _gather(batcher: Batcher, xs: list[np.ndarray]) -> list:
+    async def main() -> list:
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(batcher.infer(x) for x in xs), return_exceptions=True), 30)
+        finally:
+            batcher.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("lock", [False, True], ids=["thread-safe-runtime", "serialized-runtime"])
+def test_concurrent_requests_share_one_runtime_call_and_get_their_own_rows(lock):
+    runner, calls = _recording_runner(lock)
+    observed: list[tuple[int, int]] = []
+    batcher = Batcher(Executor(runner, lambda r, n, s: observed.append((r, n)), threads=1), 16, 0.05)
+    xs = [np.full((n, 4), i, np.float32) for i, n in enumerate([1, 3, 2, 1, 5])]
+    outs = _gather(batcher, xs)
+    assert calls == [12] and observed == [(12, 5)]
+    for i, (x, out) in enumerate(zip(xs, outs)):
+        assert out.shape == (len(x), 3) and (out == 4 * i).all()
+
+
+def test_batches_are_bounded_by_max_batch_size_and_never_split_a_request():
+    runner, calls = _recording_runner()
+    batcher = Batcher(Executor(runner, lambda *a: None, threads=1), 4, 0.05)
+    xs = [np.ones((n, 2), np.float32) for n in (3, 1, 2, 6, 1)]
+    outs = _gather(batcher, xs)
+    assert calls == [4, 2, 6, 1]  # 3+1 fill a batch; 6 does not fit beside 2 and runs alone, unsplit
+    assert [len(o) for o in outs] == [3, 1, 2, 6, 1]
+
+
+def test_different_sample_shapes_are_not_mixed():
+    runner, calls = _recording_runner()
+    batcher = Batcher(Executor(runner, lambda *a: None, threads=1), 16, 0.05)
+    outs = _gather(batcher, [np.ones((1, 2), np.float32), np.ones((1, 5), np.float32), np.ones((2, 2), np.float32)])
+    assert sorted(calls) == [1, 3] and [o.shape for o in outs] == [(1, 3), (1, 3), (2, 3)]
+
+
+def test_a_failing_request_does_not_fail_its_neighbours():
+    runner, calls = _recording_runner(fail_on=7.0)
+    batcher = Batcher(Executor(runner, lambda *a: None, threads=1), 16, 0.05)
+    outs = _gather(batcher, [np.ones((1, 2), np.float32), np.full((1, 2), 7.0, np.float32), np.ones((2, 2), np.float32)])
+    assert isinstance(outs[1], ValueError) and "poisoned" in str(outs[1])
+    assert (outs[0] == 2).all() and (outs[2] == 2).all()
+    assert calls[0] == 4  # tried together once, then one by one
+
+
+def _fire(url: str, x: np.ndarray, clients: int) -> list[np.ndarray]:
+    def one(i: int) -> np.ndarray:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            r = c.post("/predict", json={"inputs": x[i:i + 1].tolist()})
+            assert r.status_code == 200, r.text
+            return np.array(r.json()["outputs"][0], np.float32)
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(one, range(len(x))))
+
+
+def test_server_under_concurrency_gathers_requests_and_answers_each_correctly(served, reference):
+    server = served["server"]
+    calls0, rows0 = server.metric("unified_serve_batch_requests_count"), server.metric("unified_serve_batch_rows_sum")
+    x = np.concatenate([served["x"]] * 3)  # 60 one-row requests from 12 clients
+    outs = np.stack(_fire(served["url"], x, 12))
+    assert np.abs(outs - reference(x)).max() <= 1e-6
+    calls = server.metric("unified_serve_batch_requests_count") - calls0
+    assert server.metric("unified_serve_batch_rows_sum") - rows0 == 60
+    assert 1 <= calls <= 60
+    # some runtime call gathered several requests (12 clients, 20 ms timeout, 16-row batches)
+    assert server.metric("unified_serve_batch_requests_bucket", le="1.0") < server.metric(
+        "unified_serve_batch_requests_count")
+
+
+def test_max_batch_size_1_turns_batching_off(exported, start_server, reference):
+    server = start_server([exported["export"], "--max-batch-size", "1"])
+    try:
+        x = exported["x"][:16]
+        outs = np.stack(_fire(server.url, x, 8))
+        assert np.abs(outs - reference(x)).max() <= 1e-6
+        assert server.metric("unified_serve_batch_requests_count") == 16
+        assert server.metric("unified_serve_batch_requests_bucket", le="1.0") == 16
+        assert httpx.get(server.url + "/v2/models/digits-small/config").json().get("dynamic_batching") is None
+    finally:
+        server.stop()
