@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 from unified.adapters import torch_common as tc
@@ -44,20 +43,17 @@ class IgniteAdapter(tc.TorchAdapter):
 
         tr = self.ctx.spec.trainer
         accumulate, clip_norm, precision = tr.accumulate_grad_batches, tr.gradient_clip_norm, tr.precision
-        scheduler = self.scheduler if self.schedule_plan is not None and self.schedule_plan.interval == "step" else None
+        loop, stepper = self.loop, self.stepper
 
         def step(engine: Engine, batch: Any) -> torch.Tensor | None:
             # Like create_supervised_trainer, but returns the detached loss tensor instead of
             # loss.item(): no host sync per step (the facade syncs on logging steps only).
-            # Accumulation as Lightning: each micro-batch loss / N (also in a partial last window),
-            # the optimizer steps on every N-th batch of the epoch and on its last batch; the output is
-            # the window's mean loss on a stepping batch, else None.
+            # Accumulation windows as the loop contract says (adapters/base.py); the output is the
+            # window's mean loss on a stepping batch, else None.
             model.train()
-            first = last = True
-            if accumulate > 1:
-                it, length = engine.state.iteration, engine.state.epoch_length  # it already counts this batch
-                pos = (it - 1) % length + 1 if length else it
-                first, last = (pos - 1) % accumulate == 0, pos % accumulate == 0 or pos == length
+            it, length = engine.state.iteration, engine.state.epoch_length  # it already counts this batch
+            pos = (it - 1) % length if length else it - 1
+            first, last = loop.opens(pos), loop.closes(pos)
             if first:
                 optimizer.zero_grad()
             with tc.autocast(precision):
@@ -74,19 +70,10 @@ class IgniteAdapter(tc.TorchAdapter):
                 tc.clip_grad_norm(model.parameters(), clip_norm)
             self.step_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+            stepper.after_optimizer_step()
             return self.take_step_loss()
 
         return step
-
-    def global_step(self, engine: Engine) -> int:
-        """Optimizer steps after the engine's current iteration (a pure function of the Engine's state)."""
-        it, length, n = engine.state.iteration, engine.state.epoch_length, self.ctx.spec.trainer.accumulate_grad_batches
-        if n == 1 or not length:
-            return -(-it // n)
-        done, pos = divmod(it, length)
-        return done * -(-length // n) + -(-pos // n)
 
     def fit(self) -> None:
         ctx, events, spec = self.ctx, self.ctx.events, self.ctx.spec
@@ -106,9 +93,8 @@ class IgniteAdapter(tc.TorchAdapter):
                 tc.eval_batch(model, loss_sum, batch, acc)
 
         evaluator = Engine(eval_step)
-        max_steps = spec.trainer.max_steps
         sampler = getattr(loader, "sampler", None)
-        epoch_open = {"value": False}
+        loop, stepper = self.loop, self.stepper
 
         def on_started(engine: Engine) -> None:
             events.fit_start()
@@ -116,7 +102,6 @@ class IgniteAdapter(tc.TorchAdapter):
         def on_epoch_started(engine: Engine) -> None:
             if isinstance(sampler, tc.CanonicalBatchSampler):
                 sampler.set_epoch(engine.state.epoch - 1)
-            epoch_open["value"] = True
             events.epoch_start(engine.state.epoch)
 
         def on_iteration_completed(engine: Engine) -> None:
@@ -124,27 +109,20 @@ class IgniteAdapter(tc.TorchAdapter):
                 return  # a micro-batch inside an accumulation window: no optimizer step yet
             it = engine.state.iteration
             length = engine.state.epoch_length or it
-            step = self.global_step(engine)
-            events.train_batch_end(engine.state.output, step, (it - 1) % length)
-            if events.state.should_stop or (max_steps is not None and step >= max_steps):
+            if events.train_batch_end(engine.state.output, loop.global_step(it), (it - 1) % length):
                 engine.terminate_epoch()  # EPOCH_COMPLETED still fires: the partial epoch is validated
 
-        plan, scheduler = self.schedule_plan, self.scheduler
-
         def on_epoch_completed(engine: Engine) -> None:
-            epoch_open["value"] = False
-            full_epoch = not engine.state.epoch_length or engine.state.iteration % engine.state.epoch_length == 0
-            if plan is not None and plan.interval == "epoch" and plan.name != "reduce_on_plateau" and full_epoch:
-                scheduler.step()  # as Lightning: after the epoch's last optimizer step, before validation
+            stepper.before_validation(not engine.state.epoch_length
+                                      or engine.state.iteration % engine.state.epoch_length == 0)
             val = None
             if val_loader is not None:
                 acc.reset()
                 evaluator.run(val_loader)
                 val = acc.compute()
             stop = events.epoch_end(val)
-            if plan is not None and plan.name == "reduce_on_plateau":
-                scheduler.step(events.state.metrics.get(plan.monitor, float("nan")))
-            if stop or (max_steps is not None and self.global_step(engine) >= max_steps):
+            stepper.after_epoch_end(events.state.metrics)
+            if stop:
                 engine.terminate()
 
         trainer.add_event_handler(Events.STARTED, on_started)
@@ -153,13 +131,7 @@ class IgniteAdapter(tc.TorchAdapter):
         trainer.add_event_handler(Events.EPOCH_COMPLETED, on_epoch_completed)
         trainer.add_event_handler(Events.COMPLETED, lambda engine: events.fit_end())
 
-        if max_steps is not None:
-            steps = len(loader) if hasattr(loader, "__len__") else None
-            if steps:
-                steps = -(-steps // spec.trainer.accumulate_grad_batches)  # optimizer steps per epoch
-            max_epochs = math.ceil(max_steps / steps) if steps else 2**31 - 1
-        else:
-            max_epochs = spec.trainer.max_epochs
+        max_epochs = loop.epochs or 2**31 - 1  # unbounded: max_steps ends a run on a loader without len
         if self._resume is not None:
             # Ignite's own resume: the Engine continues from the restored iteration (mid-epoch too, counting
             # the epoch's done batches as done); the canonical sampler leaves those batches out.

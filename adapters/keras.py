@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from unified.adapters.base import BackendAdapter
+from unified.adapters.base import BackendAdapter, LoopPlan, SchedulerStepper
 from unified.adapters.keras_outputs import output_activation, to_logits
 from unified.context import RunContext
 from unified.errors import BackendUnavailableError, NotSupportedError, SpecError
@@ -85,6 +85,10 @@ class KerasAdapter(BackendAdapter):
     export_formats = frozenset({"onnx", "savedmodel", "keras", "tflite", "torchscript"})  # union; see below
 
     @classmethod
+    def label(cls, spec: Any) -> str:
+        return f"keras on {spec.keras_backend}" if getattr(spec, "keras_backend", None) else "keras"
+
+    @classmethod
     def export_formats_for(cls, spec: Any) -> frozenset[str]:
         """Formats depend on the tensor backend: SavedModel/TFLite need TensorFlow, TorchScript torch."""
         from unified.adapters.export_keras import FORMATS_BY_BACKEND
@@ -145,9 +149,11 @@ class KerasAdapter(BackendAdapter):
         # learning-rate variable from the bridge. `scheduler` has state_dict() / load_state_dict().
         from unified.schedules import Schedule, check_monitor_available, plan_schedule
 
-        self.schedule_plan = plan_schedule(spec, ctx.dataset.steps_per_epoch() if ctx.dataset is not None else None)
+        self.loop = LoopPlan.of(spec, ctx.dataset.steps_per_epoch() if ctx.dataset is not None else None)
+        self.schedule_plan = plan_schedule(spec, self.loop.batches_per_epoch)
         check_monitor_available(self.schedule_plan, ctx.has_val)
         self.scheduler = Schedule(self.schedule_plan) if self.schedule_plan is not None else None
+        self.stepper = SchedulerStepper(self.schedule_plan, lambda metric: self.set_lr(self.scheduler.step(metric)))
         self.lr_now = float(spec.optimizer.lr)  # what the optimizer's learning-rate variable holds
         self.step_lr: Optional[float] = None  # the lr the last optimizer step used (what `lr` logs)
         # exact resume (restore() sets these; fit() and the bridge read them)
@@ -261,10 +267,8 @@ class KerasAdapter(BackendAdapter):
         assert ctx.dataset is not None
         ctx.events.bind(self, self.current_lr)
         spe = ctx.dataset.steps_per_epoch()  # batches; optimizer steps are one per accumulation window
-        max_steps = spec.trainer.max_steps
-        steps_per_epoch = -(-spe // spec.trainer.accumulate_grad_batches)
-        epochs = -(-max_steps // steps_per_epoch) if max_steps is not None else spec.trainer.max_epochs
-        bridge = _make_bridge(self.keras, self, max_steps)
+        epochs = self.loop.epochs
+        bridge = _make_bridge(self.keras, self)
         start, skip = 0, 0
         if self._resume_at is not None:
             # Resume: Keras's own initial_epoch for whole epochs; a partly done epoch first runs its
@@ -538,16 +542,9 @@ def _wrap(keras: Any, net: Any, loss: Any) -> Any:
     return UnifiedKerasModel(net)
 
 
-def _make_bridge(keras: Any, adapter: KerasAdapter, max_steps: Optional[int]) -> Any:
-    events = adapter.ctx.events
-
-    accumulate = adapter.ctx.spec.trainer.accumulate_grad_batches
-    spe = adapter.ctx.dataset.steps_per_epoch() if adapter.ctx.dataset is not None else None
-    sched = adapter.scheduler
-    plan = adapter.schedule_plan
-    step_sched = sched if plan is not None and plan.interval == "step" else None
-    epoch_sched = sched if plan is not None and plan.interval == "epoch" and plan.name != "reduce_on_plateau" else None
-    plateau = sched if plan is not None and plan.name == "reduce_on_plateau" else None
+def _make_bridge(keras: Any, adapter: KerasAdapter) -> Any:
+    events, loop, stepper, sched = adapter.ctx.events, adapter.loop, adapter.stepper, adapter.scheduler
+    accumulate, spe = loop.accumulate, loop.batches_per_epoch
 
     class _Bridge(keras.callbacks.Callback):
         """Turns Keras's callback hooks into the facade's events; drives the lr schedule."""
@@ -558,8 +555,6 @@ def _make_bridge(keras: Any, adapter: KerasAdapter, max_steps: Optional[int]) ->
             adapter.fit_begun = True
             if sched is not None:
                 adapter.set_lr(sched.lr)  # the schedule's first lr (also after a resumed schedule state)
-            if events.signal_guard is not None:
-                events.signal_guard.install()
             events.fit_start()
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -571,27 +566,23 @@ def _make_bridge(keras: Any, adapter: KerasAdapter, max_steps: Optional[int]) ->
             self.batches = batch + 1
             loss = logs["batch_loss"]
             if accumulate > 1:
-                # The optimizer steps on every N-th batch of the epoch and on its last one (keras_optim);
-                # train/loss of that step is the mean of its micro-batch losses.
+                # The optimizer (keras_optim) steps when the window closes; train/loss of that step is the
+                # mean of its micro-batch losses.
                 adapter.add_micro_loss(loss)
-                if (batch + 1) % accumulate and batch + 1 != spe:
+                if not loop.closes(batch):
                     return
                 loss = adapter.take_step_loss()
             adapter.steps_done += 1
             adapter.step_lr = adapter.lr_now
-            if step_sched is not None:
-                adapter.set_lr(step_sched.step())  # as Lightning: after the optimizer step
-            events.train_batch_end(loss, adapter.steps_done, batch)
-            if events.state.should_stop or (max_steps is not None and adapter.steps_done >= max_steps):
+            stepper.after_optimizer_step()
+            if events.train_batch_end(loss, adapter.steps_done, batch):
                 self.model.stop_training = True  # Keras still calls on_epoch_end: the partial epoch is validated
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            if epoch_sched is not None and self.batches == spe:
-                adapter.set_lr(epoch_sched.step())  # as Lightning: after the epoch's last step, before validation
+            stepper.before_validation(self.batches == spe)
             val = adapter.evaluate("val") if adapter.ctx.has_val else None
             stop = events.epoch_end(val)
-            if plateau is not None:
-                adapter.set_lr(plateau.step(events.state.metrics.get(plateau.plan.monitor, float("nan"))))
+            stepper.after_epoch_end(events.state.metrics)
             if stop:
                 self.model.stop_training = True
 

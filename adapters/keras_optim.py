@@ -71,6 +71,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from unified.adapters.base import window_closes
+
 __all__ = ["TorchSGD", "TorchAdam", "TorchAdamW", "TorchRMSprop", "make_keras_optimizer"]
 
 
@@ -285,8 +287,9 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
             pos = (self._micro_count % batches if batches else self._micro_count) + 1
             self._micro_count += 1
             self._micro_batches.assign(self._micro_count)
-            step() if pos % n == 0 or pos == batches else add()
+            step() if window_closes(pos, n, batches) else add()
             return None
+        # In-graph form of base.window_closes (a test compares the two: tests/adapters/test_keras_accumulation.py).
         micro = self._micro_batches
         pos = ops.add(ops.mod(micro, batches) if batches else micro, 1)
         last = ops.equal(ops.mod(pos, n), 0)

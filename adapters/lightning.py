@@ -68,7 +68,6 @@ class _Bridge(pl.Callback):
     def __init__(self, adapter: "LightningAdapter") -> None:
         self.adapter = adapter
         self.events = adapter.ctx.events
-        self.max_steps = adapter.ctx.spec.trainer.max_steps
         self.val: dict[str, float] | None = None
         self._last_step = -1
         self._started_epoch: int | None = None
@@ -86,8 +85,6 @@ class _Bridge(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = trainer.global_step
-        if self.events.signal_guard is not None:
-            self.events.signal_guard.install()  # Lightning put its own SIGTERM handler in front of the facade's
         tc.join_world(self.events)  # several processes: the DDP strategy has set up the group already
         self.events.fit_start()
         resumed = self.adapter.resumed_mid_epoch
@@ -112,8 +109,7 @@ class _Bridge(pl.Callback):
         if trainer.global_step == self._last_step:
             return  # a micro-batch inside an accumulation window: no optimizer step yet
         self._last_step = trainer.global_step
-        self.events.train_batch_end(self.adapter.take_step_loss(), trainer.global_step, batch_idx)
-        if self.events.state.should_stop or (self.max_steps is not None and trainer.global_step >= self.max_steps):
+        if self.events.train_batch_end(self.adapter.take_step_loss(), trainer.global_step, batch_idx):
             # Ending mid-epoch: Lightning validates a batch that sets should_stop, so the partial
             # epoch is closed with validation exactly as on the other backends.
             trainer.should_stop = True
@@ -127,11 +123,12 @@ class _Bridge(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.events.epoch_end(self.val):
             trainer.should_stop = True
-        plan = self.adapter.schedule_plan
-        if plan is not None and plan.name == "reduce_on_plateau":
+        stepper = self.adapter.stepper
+        if stepper.on_plateau:
+            # Lightning steps the scheduler itself (its lr_scheduler config follows the contract's timing);
             # ReduceLROnPlateau steps after this hook on the value Lightning finds in callback_metrics.
-            value = self.events.state.metrics.get(plan.monitor, float("nan"))
-            trainer.callback_metrics[plan.monitor] = torch.tensor(value, dtype=torch.float64)
+            value = stepper.plateau_value(self.events.state.metrics)
+            trainer.callback_metrics[stepper.plan.monitor] = torch.tensor(value, dtype=torch.float64)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.events.fit_end()

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from unified.adapters.base import BackendAdapter
+from unified.adapters.base import BackendAdapter, LoopPlan, SchedulerStepper
 from unified.adapters.lightning_module import user_steps
 from unified.context import RunContext
 from unified.data import Dataset, Split
@@ -438,8 +438,10 @@ class TorchAdapter(BackendAdapter):
         from unified.schedules import check_monitor_available, plan_schedule
 
         # Resolved (and checked) here, before anything trains; the torch scheduler is built on the optimizer.
-        self.schedule_plan = plan_schedule(ctx.spec, self.batches_per_epoch())
+        self.loop = LoopPlan.of(ctx.spec, self.batches_per_epoch())
+        self.schedule_plan = plan_schedule(ctx.spec, self.loop.batches_per_epoch)
         check_monitor_available(self.schedule_plan, ctx.has_val)
+        self.stepper = SchedulerStepper(self.schedule_plan, self._step_scheduler)
 
     def batches_per_epoch(self) -> Optional[int]:
         """Micro-batches per epoch (``None`` for a native loader without ``len``)."""
@@ -450,6 +452,12 @@ class TorchAdapter(BackendAdapter):
             return len(loader)  # type: ignore[arg-type]
         except TypeError:
             return None
+
+    def _step_scheduler(self, metric: Optional[float]) -> None:
+        if metric is None:
+            self.scheduler.step()
+        else:
+            self.scheduler.step(metric)
 
     def new_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
         """Build ``self.scheduler`` (torch's, for ``spec.scheduler``) on ``optimizer``; ``None`` without one."""

@@ -14,6 +14,7 @@ import sys
 import traceback
 from typing import Any, Callable, Optional, Sequence
 
+from unified.registry import KERAS_TENSOR_BACKENDS
 from unified.errors import BackendUnavailableError, NotSupportedError, SpecError, TrainingError, VerificationError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -29,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="the experiment spec (YAML or TOML)")
     p.add_argument("--backend", help="training backend (see `unified backends`)")
-    p.add_argument("--keras-backend", choices=("tensorflow", "torch", "jax"), help="Keras tensor backend")
+    p.add_argument("--keras-backend", choices=KERAS_TENSOR_BACKENDS, help="Keras tensor backend")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec value, e.g. --set trainer.max_epochs=5 (value parsed as YAML)")
 
@@ -160,7 +161,7 @@ def _backend_of_run(args: argparse.Namespace) -> None:
         return
     if isinstance(prev, dict) and prev.get("backend"):
         args.backend = prev["backend"]
-        if prev["backend"] == "keras" and prev.get("keras_backend") and not args.keras_backend:
+        if prev.get("keras_backend") and not args.keras_backend:  # the variant the run used (Keras only)
             args.keras_backend = prev["keras_backend"]
 
 

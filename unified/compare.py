@@ -31,7 +31,6 @@ from typing import Any, Optional, Sequence
 from unified.errors import BackendUnavailableError, SpecError
 from unified.files import atomic_write, atomic_write_json, atomic_write_text
 
-KERAS_TENSOR_BACKENDS = ("tensorflow", "torch", "jax")
 EXIT_INTERRUPTED = 130
 
 
@@ -41,12 +40,17 @@ class Target:
 
     name: str  # as given: "lightning", "keras-torch"
     backend: str  # registered backend: "lightning", "keras"
-    keras_backend: Optional[str] = None
+    variant: Optional[str] = None  # the backend's variant (Keras's tensor backend), when the name gives one
+    variant_flag: Optional[str] = None  # the `unified run` option that sets it
+
+    @property
+    def keras_backend(self) -> Optional[str]:  # the name compare.json has always used for the variant
+        return self.variant
 
     def run_args(self) -> list[str]:
         args = ["--backend", self.backend]
-        if self.keras_backend:
-            args += ["--keras-backend", self.keras_backend]
+        if self.variant and self.variant_flag:
+            args += [self.variant_flag, self.variant]
         return args
 
 
@@ -76,12 +80,17 @@ class Outcome:
 
 # -- backend names ------------------------------------------------------------------------------------------
 def target_choices(registered: Sequence[str]) -> list[str]:
-    """Every name ``--backends`` accepts: the registered backends, plus ``keras-<tensor backend>``."""
+    """Every name ``--backends`` accepts: the registered backends, plus ``<backend>-<variant>`` for a
+    backend with variants (``keras-tensorflow``, ``keras-torch``, ``keras-jax``)."""
+    from unified.registry import available_backends
+
+    entries = available_backends()
     out: list[str] = []
     for name in registered:
         out.append(name)
-        if name == "keras":
-            out += [f"keras-{k}" for k in KERAS_TENSOR_BACKENDS]
+        variant = entries[name].variant if name in entries else None
+        if variant is not None:
+            out += [f"{name}-{v}" for v in variant.choices]
     return out
 
 
@@ -112,9 +121,10 @@ def parse_targets(text: Optional[str]) -> list[Target]:
         if name in entries:
             target = Target(name, name)
         else:
-            base, _, tensor = name.partition("-")
-            if base == "keras" and base in entries and tensor in KERAS_TENSOR_BACKENDS:
-                target = Target(name, base, tensor)
+            base, _, value = name.partition("-")
+            variant = entries[base].variant if base in entries else None
+            if variant is not None and value in variant.choices:
+                target = Target(name, base, value, variant.cli_flag)
             else:
                 raise SpecError(_choice_msg(name, target_choices(list(entries)), "unknown backend"),
                                 source="--backends")
@@ -129,13 +139,10 @@ def parse_targets(text: Optional[str]) -> list[Target]:
 
 
 def monitor_of(spec: Any) -> tuple[str, str]:
-    """The key ``summary.json`` ``best`` tracks: the first model_checkpoint's monitor, else the first
-    early_stopping's, else ``val/loss`` (the same rule as the trainer)."""
-    for kind in ("model_checkpoint", "early_stopping"):
-        for cb in spec.callbacks:
-            if cb.kind == kind:
-                return cb.config.monitor, cb.config.mode
-    return "val/loss", "min"
+    """The key ``summary.json`` ``best`` tracks (:func:`unified.spec.best_monitor`)."""
+    from unified.spec import best_monitor
+
+    return best_monitor(spec)
 
 
 # -- running --------------------------------------------------------------------------------------------------

@@ -80,6 +80,10 @@ class RunEvents:
 
     # -- hooks the adapters call ------------------------------------------------------------------
     def fit_start(self) -> None:
+        """The native trainer starts training. Re-installs the facade's signal guard: a trainer may have put
+        its own SIGINT/SIGTERM handler in front of it (Lightning does)."""
+        if self.signal_guard is not None:
+            self.signal_guard.install()
         self.fit_started = time.perf_counter()
         if self.progress:
             self.progress.start()
@@ -100,8 +104,13 @@ class RunEvents:
                 self._loss_sum = r["loss_sum"] if r["loss_count"] else None
         self._call("on_epoch_start")
 
-    def train_batch_end(self, loss: Any, global_step: int, batch_idx: int) -> None:
-        """``loss`` is the batch's detached loss (a framework tensor: no sync here)."""
+    def train_batch_end(self, loss: Any, global_step: int, batch_idx: int) -> bool:
+        """One optimizer step is done. ``loss`` is its detached loss (a framework tensor: no sync here).
+
+        Returns:
+            True when the epoch must end now: a stop was requested or ``max_steps`` is reached (the
+            adapter still validates the partial epoch and calls :meth:`epoch_end`).
+        """
         st = self.state
         st._loss, st.global_step, st.batch_idx = loss, global_step, batch_idx
         self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
@@ -128,9 +137,14 @@ class RunEvents:
             last_of_epoch = spe is not None and self._batches_in_epoch >= spe
             if not last_of_epoch and not (st.max_steps is not None and global_step >= st.max_steps):
                 self._stop_for_signal()  # else at epoch end, so the checkpoint is an end-of-epoch one
+        return st.should_stop or (st.max_steps is not None and global_step >= st.max_steps)
 
     def epoch_end(self, val_metrics: Optional[dict[str, float]]) -> bool:
-        """Close the epoch: log its row, run validation/epoch hooks. Returns whether to stop."""
+        """Close the epoch: log its row, run validation/epoch hooks.
+
+        Returns:
+            True when training must end: a stop request (here or on another rank) or ``max_steps`` reached.
+        """
         st = self.state
         self._epoch_closed = True
         values: dict[str, float] = {"lr": self._lr()}
@@ -155,7 +169,7 @@ class RunEvents:
             self._stop_for_signal()
         if self.reduce_any is not None and self.reduce_any(st.should_stop) and not st.should_stop:
             st.request_stop("another rank stopped")
-        return st.should_stop
+        return st.should_stop or (st.max_steps is not None and st.global_step >= st.max_steps)
 
     def checkpoint_saved(self, path: Path) -> None:
         self._call("on_checkpoint_saved", path)

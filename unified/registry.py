@@ -11,8 +11,27 @@ import importlib
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
+from typing import Any, Optional
 
 from unified.errors import BackendUnavailableError, SpecError
+
+
+KERAS_TENSOR_BACKENDS = ("tensorflow", "torch", "jax")  # Keras 3's tensor backends (spec.keras_backend)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A choice inside one backend that needs a process of its own (Keras picks its tensor backend once per
+    process): the spec field that holds it, its values, and the ``<backend>-<value>`` names ``unified
+    compare --backends`` accepts for it."""
+
+    field: str
+    choices: tuple[str, ...]
+    resolve: Any  # (requested value or None) -> the value this process will use (imports nothing)
+    cli_flag: str  # the `unified run` option that sets it
+
+    def value(self, spec: Any) -> Optional[str]:
+        return getattr(spec, self.field, None)
 
 
 @dataclass(frozen=True)
@@ -23,6 +42,17 @@ class BackendEntry:
     target: str  # "module:Class"
     requires: tuple[str, ...]  # top-level modules that must be importable
     extra: str  # the pip extra that installs it
+    variant: Optional[Variant] = None
+
+    def resolved_updates(self, spec: Any) -> dict[str, Any]:
+        """Spec fields this backend resolves when a run starts (its variant), ``{}`` without one."""
+        if self.variant is None:
+            return {}
+        return {self.variant.field: self.variant.resolve(self.variant.value(spec))}
+
+    def variant_value(self, spec: Any) -> Optional[str]:
+        """The variant a spec resolved for this backend (``None`` for a backend without variants)."""
+        return self.variant.value(spec) if self.variant is not None else None
 
     @property
     def install_hint(self) -> str:
@@ -32,17 +62,32 @@ class BackendEntry:
         return all(importlib.util.find_spec(m) is not None for m in self.requires)
 
 
+def resolve_keras_backend(requested: "str | None") -> str:
+    """The Keras tensor backend a run uses: the spec's, else the one Keras already loaded in this
+    process, else ``KERAS_BACKEND``, else ``tensorflow`` (Keras's own default). Imports nothing."""
+    import os
+    import sys
+
+    if requested:
+        return requested
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    return os.environ.get("KERAS_BACKEND") or "tensorflow"
+
+
 BUILTIN_BACKENDS: dict[str, BackendEntry] = {
+    "torch": BackendEntry("torch", "unified.adapters.torch:TorchLoopAdapter", ("torch",), "torch"),
     "ignite": BackendEntry("ignite", "unified.adapters.ignite:IgniteAdapter", ("torch", "ignite"), "ignite"),
     "lightning": BackendEntry(
         "lightning", "unified.adapters.lightning:LightningAdapter", ("torch", "pytorch_lightning"), "lightning"
     ),
-    # Keras's tensor backend (tensorflow | torch | jax) is checked when a run starts (spec.keras_backend).
-    "keras": BackendEntry("keras", "unified.adapters.keras:KerasAdapter", ("keras",), "keras"),
+    # Keras's tensor backend is checked when a run starts (spec.keras_backend).
+    "keras": BackendEntry("keras", "unified.adapters.keras:KerasAdapter", ("keras",), "keras",
+                          Variant("keras_backend", KERAS_TENSOR_BACKENDS, resolve_keras_backend, "--keras-backend")),
 }
 
 # Order used when the spec names no backend: the first installed one wins.
-DEFAULT_ORDER = ("ignite", "lightning", "keras")
+DEFAULT_ORDER = ("ignite", "lightning", "keras", "torch")
 
 
 def _entry_point_backends() -> dict[str, BackendEntry]:
@@ -104,15 +149,3 @@ def load_adapter(name: str) -> type:
     module = importlib.import_module(module_name)
     return getattr(module, attr)
 
-
-def resolve_keras_backend(requested: "str | None") -> str:
-    """The Keras tensor backend a run uses: the spec's, else the one Keras already loaded in this
-    process, else ``KERAS_BACKEND``, else ``tensorflow`` (Keras's own default). Imports nothing."""
-    import os
-    import sys
-
-    if requested:
-        return requested
-    if "keras" in sys.modules:
-        return sys.modules["keras"].backend.backend()
-    return os.environ.get("KERAS_BACKEND") or "tensorflow"

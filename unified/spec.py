@@ -602,11 +602,26 @@ def check_monitors(spec: Spec, metric_names: list[str]) -> None:
         raise SpecError(_choice_msg(tune.metric, keys, "not a logged key"), path="tune.metric")
 
 
+BEST_MONITOR_KINDS = ("model_checkpoint", "early_stopping")  # whose monitor ``best`` follows, in this order
+
+
+def best_monitor(spec: Spec) -> tuple[str, str]:
+    """``(key, mode)`` that ``summary.json``'s ``best``, ``unified compare`` and ``unified tune`` follow.
+
+    The one rule: the first ``model_checkpoint``'s monitor, else the first ``early_stopping``'s, else
+    ``("val/loss", "min")``.
+    """
+    for kind in BEST_MONITOR_KINDS:
+        for cb in spec.callbacks:
+            if cb.kind == kind:
+                return cb.config.monitor, cb.config.mode  # type: ignore[attr-defined]
+    return "val/loss", "min"
+
+
 def tune_metric(spec: Spec) -> tuple[str, str]:
     """``(metric, direction)`` that ``unified tune`` optimizes, with the defaults resolved.
 
-    The metric defaults to the monitor of the first ``model_checkpoint`` / ``early_stopping`` callback,
-    else ``val/loss``. The direction defaults to the mode of a callback monitoring that metric, else
+    The metric defaults to :func:`best_monitor`'s key. The direction defaults to the mode of a callback monitoring that metric, else
     ``maximize`` for accuracy, f1/precision/recall macro, auroc and r2, else ``minimize``.
     """
     tune = spec.tune
@@ -614,7 +629,7 @@ def tune_metric(spec: Spec) -> tuple[str, str]:
     monitors = [(cb.config.monitor, cb.config.mode) for cb in spec.callbacks  # type: ignore[attr-defined]
                 if cb.kind in ("model_checkpoint", "early_stopping")]
     if metric is None:
-        metric = monitors[0][0] if monitors else "val/loss"
+        metric = best_monitor(spec)[0]
     direction = tune.direction if tune is not None else None
     if direction is None:
         modes = [mode for monitor, mode in monitors if monitor == metric]

@@ -12,15 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from unified.callbacks import Callback, EarlyStopping, ModelCheckpoint, TrainState, build_callbacks
+from unified.callbacks import Callback, ModelCheckpoint, TrainState, build_callbacks
 from unified.context import RunContext
 from unified.errors import NotSupportedError, SpecError, TrainingError
 from unified.events import RunEvents
-from unified.schedules import optimizer_steps_per_epoch
 from unified.files import atomic_write_json
 from unified.loggers import RunLoggers
 from unified.logging import CsvLogger, ProgressDisplay, new_run_dir, prepare_run_dir
-from unified.spec import MetricSpec, Spec, check_monitors, load_spec, logged_keys
+from unified.spec import MetricSpec, Spec, best_monitor, check_monitors, load_spec, logged_keys
 
 __version__ = "0.1.0"
 
@@ -88,6 +87,27 @@ class _BestTracker(Callback):
         self.value, self.epoch = state.get("value"), state.get("epoch")
 
 
+@dataclass
+class _Run:
+    """What one ``fit()`` call works with, gathered step by step."""
+
+    model: Any
+    dataset: Any
+    loaders: dict[str, Any]
+    metrics: list[Any]
+    names: list[str]
+    plan: Any
+    callbacks: list[Callback]
+    tracker: "_BestTracker"
+    history: "_History"
+    loop: Any  # unified.adapters.base.LoopPlan
+    keys: list[str]
+    run_dir: Path = Path()
+    loggers: Any = None
+    csv: Any = None
+    progress: Any = None
+
+
 def _is_arraylike(obj: Any) -> bool:
     return hasattr(obj, "__array__") or (isinstance(obj, list))
 
@@ -118,14 +138,9 @@ class UnifiedTrainer:
         self.base_dir = str(Path(self.spec_source).resolve().parent) if self.spec_source else None
         spec_obj = load_spec(spec, overrides)
         name = backend or spec_obj.backend or default_backend()
-        get_entry(name)  # unknown names list the available ones
+        self.entry = get_entry(name)  # unknown names list the available ones
         self.backend = name
-        updates: dict[str, Any] = {"backend": name}
-        if name == "keras":
-            from unified.registry import resolve_keras_backend
-
-            updates["keras_backend"] = resolve_keras_backend(spec_obj.keras_backend)
-        self.spec = spec_obj.resolved(**updates)
+        self.spec = spec_obj.resolved(backend=name, **self.entry.resolved_updates(spec_obj))
         self.extra_callbacks = list(callbacks or [])
         for cb in self.extra_callbacks:
             if not isinstance(cb, Callback):
@@ -162,28 +177,45 @@ class UnifiedTrainer:
             Interrupted: SIGINT/SIGTERM (a ``KeyboardInterrupt``), after ``checkpoints/interrupted.ckpt`` and
                 ``summary.json`` (``status: interrupted``) were written; ``fit(resume=run_dir)`` continues.
         """
-        from unified.data import load_dataset
         from unified.distributed import world_from_env
-        from unified.metrics import build_metrics
-        from unified.models import build_plan, import_target
-        from unified.registry import load_adapter
 
         wall_start = time.perf_counter()
+        adapter_cls = self._check_backend()
+        world = self._check_world(world_from_env())
+        if world is None:  # trainer.devices > 1 on one machine: start the other ranks, train as rank 0
+            return self._fit_launched(model, data, resume)
+        self.world = world
+        worker = not world.is_zero  # writes nothing that lasts: its run directory is a temporary one
+        if worker:
+            self.spec = _worker_spec(self.spec)
+        run = self._prepare(model, data)
+        resume_plan = self._resume_plan(resume, adapter_cls, run.loop.steps_per_epoch) if resume is not None else None
+        adapter, events, state = self._open_run(run, adapter_cls, resume_plan, worker, wall_start)
+        self._adapter = adapter
+        error = self._train(adapter, events, state, run)
+        return self._finish(run, adapter, adapter_cls, events, state, error, worker, wall_start)
+
+    # -- the steps of a run ---------------------------------------------------------------------------------
+    def _check_backend(self) -> type:
+        """Load the adapter class and refuse, before anything runs, what the backend cannot do."""
+        from unified.registry import load_adapter
+
         adapter_cls = load_adapter(self.backend)
         if self.spec.export.formats:  # refused up front, naming the formats this backend gives
             from unified.export import check_formats
 
             check_formats(adapter_cls, self.spec, list(self.spec.export.formats), verify=self.spec.export.verify)
         adapter_cls.check_spec(self.spec)
-        world = self._check_world(world_from_env())
-        if world is None:  # trainer.devices > 1 on one machine: start the other ranks, train as rank 0
-            return self._fit_launched(model, data, resume)
-        worker = not world.is_zero  # writes nothing that lasts: its run directory is a temporary one
-        if worker:
-            self.spec = _worker_spec(self.spec)
-        self.world = world
-        spec = self.spec
+        return adapter_cls
 
+    def _prepare(self, model: Any, data: Any) -> "_Run":
+        """Data, metrics, the model plan, callbacks and the loop's arithmetic (nothing written yet)."""
+        from unified.adapters.base import LoopPlan
+        from unified.data import load_dataset
+        from unified.metrics import build_metrics
+        from unified.models import build_plan, import_target
+
+        spec = self.spec
         dataset, loaders = (load_dataset(spec, self.base_dir), {}) if data is None else self._user_data(data)
         num_classes = dataset.num_classes if dataset is not None else None
         metrics = build_metrics(spec, num_classes, self.base_dir)
@@ -200,59 +232,49 @@ class UnifiedTrainer:
             else:
                 import_target(spec.model.factory, "model.factory", self.base_dir)
         callbacks = build_callbacks(spec, self.base_dir) + self.extra_callbacks
-        tracker = self._best_tracker(callbacks)
-        steps_per_epoch = dataset.steps_per_epoch() if dataset is not None else _len_or_none(loaders.get("train"))
-        if steps_per_epoch is not None:  # optimizer steps: one per accumulate_grad_batches batches
-            steps_per_epoch = optimizer_steps_per_epoch(steps_per_epoch, spec.trainer.accumulate_grad_batches)
-        resume_plan = self._resume_plan(resume, adapter_cls, steps_per_epoch) if resume is not None else None
-        history = _History()
+        batches = dataset.steps_per_epoch() if dataset is not None else _len_or_none(loaders.get("train"))
+        return _Run(model=model, dataset=dataset, loaders=loaders, metrics=metrics, names=names, plan=plan,
+                    callbacks=callbacks, tracker=self._best_tracker(), history=_History(),
+                    loop=LoopPlan.of(spec, batches), keys=logged_keys(spec, names))
 
+    def _open_run(self, run: "_Run", adapter_cls: Any, resume_plan: Optional[dict[str, Any]], worker: bool,
+                  wall_start: float) -> tuple[Any, RunEvents, TrainState]:
+        """Create the run directory and its files, the events, the context and the adapter.
+
+        A bad input found here removes the run directory it created; nothing is left half-written.
+        """
+        spec = self.spec
         self._summary_extra: dict[str, Any] = {}
-        loggers = RunLoggers(spec, logged_keys(spec, names)).connect()  # a bad tracking URI fails here
-
+        loggers = RunLoggers(spec, run.keys).connect()  # a bad tracking URI fails here
+        run.loggers = loggers
         in_place = resume_plan is not None and resume_plan["run_dir"] is not None and not worker
         created = self.run_dir is None and not in_place
-        if worker:
-            import tempfile
-
-            run_dir = prepare_run_dir(tempfile.mkdtemp(prefix=f"unified-rank{world.rank}-"))
-        elif in_place:
-            run_dir = resume_plan["run_dir"]  # type: ignore[index]
-        else:
-            run_dir = new_run_dir(spec.logging.dir, spec.name, self.backend) if created else prepare_run_dir(self.run_dir)
-        self.run_dir = run_dir
+        run_dir = self._new_run_dir(resume_plan, worker, in_place, created)
+        self.run_dir = run.run_dir = run_dir
         try:
-            spec.save(run_dir / "spec.yaml")
-            if dataset is not None and dataset.classes is not None:
-                atomic_write_json(run_dir / "classes.json", dataset.classes)
-            if dataset is not None:  # what `unified export RUN_DIR` needs to bake the standardization in
-                from unified.export.preprocess import Preprocess
-
-                Preprocess.from_dataset(dataset, "spec" if model is None else "fit(model=...)").save(run_dir)
+            self._write_run_files(run)
             state = TrainState(backend=self.backend, run_dir=run_dir, max_epochs=spec.trainer.max_epochs,
-                               max_steps=spec.trainer.max_steps, steps_per_epoch=steps_per_epoch)
+                               max_steps=spec.trainer.max_steps, steps_per_epoch=run.loop.steps_per_epoch)
             if in_place and resume_plan["state"] is not None:  # type: ignore[index]
                 from unified.resume import truncate_metrics
 
-                truncate_metrics(run_dir / "metrics.csv", ["epoch", "step", *logged_keys(spec, names)],
+                truncate_metrics(run_dir / "metrics.csv", ["epoch", "step", *run.keys],
                                  resume_plan["state"])  # type: ignore[index]
-            csv = CsvLogger(run_dir / "metrics.csv", logged_keys(spec, names), append=in_place)
-            max_steps, epochs = spec.trainer.max_steps, spec.trainer.max_epochs
-            if max_steps is not None:  # max_steps wins over max_epochs
-                epochs = math.ceil(max_steps / steps_per_epoch) if steps_per_epoch else None
-            total = max_steps or (steps_per_epoch * epochs if steps_per_epoch and epochs else None)
-            shown = ("train/loss", "val/loss", *(f"val/{n}" for n in names[:2]))
-            progress = ProgressDisplay(total, epochs, keys=shown) if spec.trainer.progress_bar else None
-            events = RunEvents(state, callbacks + [tracker, history], csv, progress, spec.trainer.log_every_n_steps)
-            ctx = RunContext(spec=spec, backend=self.backend, run_dir=run_dir, events=events, metrics=metrics,
-                             dataset=dataset, plan=plan, user_model=model, user_loaders=loaders)
+            run.csv = CsvLogger(run_dir / "metrics.csv", run.keys, append=in_place)
+            shown = ("train/loss", "val/loss", *(f"val/{n}" for n in run.names[:2]))
+            run.progress = (ProgressDisplay(run.loop.total_steps, run.loop.epochs, keys=shown)
+                            if spec.trainer.progress_bar else None)
+            events = RunEvents(state, run.callbacks + [run.tracker, run.history], run.csv, run.progress,
+                               spec.trainer.log_every_n_steps)
+            ctx = RunContext(spec=spec, backend=self.backend, run_dir=run_dir, events=events, metrics=run.metrics,
+                             dataset=run.dataset, plan=run.plan, user_model=run.model, user_loaders=run.loaders)
             self._ctx = ctx
             loggers.start(run_dir)
             events.loggers = (loggers,) if loggers else ()
             self._summary_extra = loggers.summary_fields()
-            self._write_summary(state, tracker, adapter_cls, 0.0, time.perf_counter() - wall_start, {})
+            self._write_summary(state, run.tracker, adapter_cls, 0.0, time.perf_counter() - wall_start, {})
             adapter = adapter_cls(ctx)
-            events.save_last_at_end = not any(isinstance(cb, ModelCheckpoint) for cb in callbacks)
+            events.save_last_at_end = not any(isinstance(cb, ModelCheckpoint) for cb in run.callbacks)
             if resume_plan is not None:
                 self._apply_resume(resume_plan, adapter, events, state)
         except (SpecError, NotSupportedError):
@@ -263,10 +285,34 @@ class UnifiedTrainer:
         except BaseException:
             loggers.close("failed")
             raise
-        self._adapter = adapter
-        error: Optional[BaseException] = None
+        return adapter, events, state
+
+    def _new_run_dir(self, resume_plan: Optional[dict[str, Any]], worker: bool, in_place: bool, created: bool) -> Path:
+        spec = self.spec
+        if worker:
+            import tempfile
+
+            return prepare_run_dir(tempfile.mkdtemp(prefix=f"unified-rank{self.world.rank}-"))
+        if in_place:
+            return resume_plan["run_dir"]  # type: ignore[index]
+        return new_run_dir(spec.logging.dir, spec.name, self.backend) if created else prepare_run_dir(self.run_dir)
+
+    def _write_run_files(self, run: "_Run") -> None:
+        """spec.yaml, classes.json and preprocess.json (what `unified export RUN_DIR` bakes in)."""
+        run_dir, dataset = run.run_dir, run.dataset
+        self.spec.save(run_dir / "spec.yaml")
+        if dataset is not None and dataset.classes is not None:
+            atomic_write_json(run_dir / "classes.json", dataset.classes)
+        if dataset is not None:
+            from unified.export.preprocess import Preprocess
+
+            Preprocess.from_dataset(dataset, "spec" if run.model is None else "fit(model=...)").save(run_dir)
+
+    def _train(self, adapter: Any, events: RunEvents, state: TrainState, run: "_Run") -> Optional[BaseException]:
+        """Run the native trainer under the signal guard; returns the error it raised, if any."""
         from unified.resume import SignalGuard
 
+        error: Optional[BaseException] = None
         guard = SignalGuard(events.request_interrupt)
         events.signal_guard = guard
         try:
@@ -277,24 +323,29 @@ class UnifiedTrainer:
         except BaseException as e:  # noqa: BLE001 - recorded in summary.json, then re-raised
             state.status, error = "failed", e
         finally:
-            csv.close()
-            loggers.flush()
-            if progress:
-                progress.close()
+            run.csv.close()
+            run.loggers.flush()
+            if run.progress:
+                run.progress.close()
         if error is None:
             if state.status == "running":
                 state.status = "completed"
-            if dataset is not None and dataset.test is not None:
-                test = adapter.evaluate("test")
-                state.metrics.update(test)
-        self._summary_extra = loggers.summary_fields()
-        summary = self._write_summary(state, tracker, adapter_cls, events.train_time_s,
+            if run.dataset is not None and run.dataset.test is not None:
+                state.metrics.update(adapter.evaluate("test"))
+        return error
+
+    def _finish(self, run: "_Run", adapter: Any, adapter_cls: Any, events: RunEvents, state: TrainState,
+                error: Optional[BaseException], worker: bool, wall_start: float) -> FitResult:
+        """summary.json, the result, the loggers' end; then final weights and the export of a good run."""
+        run_dir = run.run_dir
+        self._summary_extra = run.loggers.summary_fields()
+        summary = self._write_summary(state, run.tracker, adapter_cls, events.train_time_s,
                                       time.perf_counter() - wall_start, {"error": _one_line(error)} if error else {})
         self.result = FitResult(status=state.status, metrics=dict(state.metrics), best=summary["best"],
                                 epochs=state.epoch, global_step=state.global_step, run_dir=run_dir,
                                 train_time_s=events.train_time_s, wall_time_s=summary["wall_time_s"],
-                                summary=summary, history=history.values)
-        loggers.close(state.status)  # after summary.json: MLflow gets it as an artifact, and its status
+                                summary=summary, history=run.history.values)
+        run.loggers.close(state.status)  # after summary.json: MLflow gets it as an artifact, and its status
         if worker:
             shutil.rmtree(run_dir, ignore_errors=True)
         if error is not None:
@@ -303,11 +354,12 @@ class UnifiedTrainer:
             raise TrainingError(f"training failed: {_one_line(error)} (run directory: {run_dir})") from error
         if state.status == "failed":
             raise TrainingError(f"training failed: {state.stop_reason} (run directory: {run_dir})")
+        if worker:
+            return self.result
         from unified.export.sources import save_final_weights
 
-        if not worker:
-            save_final_weights(run_dir, adapter.get_weights())  # checkpoints/final.npz, for `unified export`
-        if spec.export.formats and not worker:
+        save_final_weights(run_dir, adapter.get_weights())  # checkpoints/final.npz, for `unified export`
+        if self.spec.export.formats:
             from unified.errors import VerificationError
 
             try:
@@ -490,10 +542,11 @@ class UnifiedTrainer:
                 prev = json.loads((run_dir / "summary.json").read_text())
             except ValueError:
                 prev = {}
+            variant = self.entry.variant
+            prev_variant = prev.get(variant.field) if variant is not None else None
             if prev.get("backend") not in (None, self.backend) or (
-                    self.backend == "keras" and prev.get("keras_backend") not in (None, self.spec.keras_backend)):
-                was = prev.get("backend") + (f" (keras_backend {prev.get('keras_backend')})"
-                                             if prev.get("backend") == "keras" else "")
+                    prev_variant not in (None, self.entry.variant_value(self.spec))):
+                was = str(prev.get("backend")) + (f" ({variant.field} {prev_variant})" if prev_variant else "")
                 raise SpecError(f"--resume {target}: that run used backend {was}; resume it with that backend, or "
                                 f"continue on {self.backend} from {run_dir / 'checkpoints' / 'last.npz'} "
                                 f"(portable weights only)")
@@ -536,12 +589,13 @@ class UnifiedTrainer:
         for warning in events.load_resume_state(plan["state"]):
             sys.stderr.write(f"unified: warning: --resume: {warning}\n")
 
-    def _best_tracker(self, callbacks: list[Callback]) -> _BestTracker:
-        for cls in (ModelCheckpoint, EarlyStopping):
-            for cb in callbacks:
-                if isinstance(cb, cls):
-                    return _BestTracker(cb.monitor, cb.mode)
-        return _BestTracker("val/loss", "min")
+    def _best_tracker(self) -> _BestTracker:
+        """Follows :func:`unified.spec.best_monitor` (the one rule for ``best``)."""
+        return _BestTracker(*best_monitor(self.spec))
+
+    def _variant_fields(self) -> dict[str, Any]:
+        variant = self.entry.variant
+        return {variant.field: variant.value(self.spec)} if variant is not None else {}
 
     def _write_summary(self, state: TrainState, tracker: _BestTracker, adapter_cls: Any, train_time: float,
                        wall_time: float, extra: dict[str, Any]) -> dict[str, Any]:
@@ -550,7 +604,8 @@ class UnifiedTrainer:
         assert self.run_dir is not None
         summary = {
             "backend": self.backend,
-            "keras_backend": self.spec.keras_backend if self.backend == "keras" else None,
+            "keras_backend": None,  # a key of summary.json on every backend; the variant's field fills it
+            **self._variant_fields(),
             "status": state.status,
             "stop_reason": state.stop_reason,
             "epochs": state.epoch,

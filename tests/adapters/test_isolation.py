@@ -10,9 +10,11 @@ import textwrap
 import pytest
 
 OTHERS = {
+    "torch": ("pytorch_lightning", "lightning", "ignite", "tensorflow", "keras", "jax"),
     "lightning": ("ignite", "tensorflow", "keras", "jax"),
     "ignite": ("pytorch_lightning", "lightning", "tensorflow", "keras", "jax"),
-    "keras": ("pytorch_lightning", "lightning", "ignite", "jax"),
+    # not jax: `import keras` imports jax itself when it is installed, whatever the tensor backend
+    "keras": ("pytorch_lightning", "lightning", "ignite"),
 }
 
 

@@ -77,8 +77,7 @@ def check_formats(adapter_cls: Any, spec: Any, formats: list[str], *, verify: bo
     if not formats:
         return
     gives = adapter_cls.export_formats_for(spec) if hasattr(adapter_cls, "export_formats_for") else frozenset()
-    where = adapter_cls.name + (f" on {spec.keras_backend}" if getattr(spec, "keras_backend", None)
-                                and adapter_cls.name == "keras" else "")
+    where = adapter_cls.label(spec)
     refused = [f for f in formats if f not in gives]
     if refused:
         offer = ", ".join(f for f in FORMATS if f in gives) or "no format"

@@ -13,6 +13,7 @@ from unified.errors import DataError, NotSupportedError, SpecError
 from unified.export.artifacts import export_model, parse_formats
 from unified.export.manifest import spec_hash
 from unified.export.preprocess import Preprocess, probe_from_dataset, synthetic_probe
+from unified.registry import get_entry
 
 FINAL_WEIGHTS = "final.npz"  # checkpoints/final.npz: the weights fit() ended with
 
@@ -52,7 +53,7 @@ def export_trainer(trainer: Any, formats: Union[str, list[str], None] = None, *,
     pre = Preprocess.from_dataset(ctx.dataset, "fit(model=...)" if ctx.user_model is not None else "spec")
     probe, desc = probe_from_dataset(ctx.dataset, pre)
     source = {"run_dir": str(trainer.run_dir), "name": spec.name, "backend": trainer.backend,
-              "keras_backend": spec.keras_backend if trainer.backend == "keras" else None,
+              "keras_backend": trainer.entry.variant_value(spec),
               "spec_hash": spec_hash(spec), "weights": "the trained model in memory (end of fit)",
               "model_from": pre.model_from}
     out_dir = Path(out) if out is not None else Path(trainer.run_dir) / "export"
@@ -136,7 +137,7 @@ def export_run_dir(run_dir: Union[str, os.PathLike[str]], formats: Union[str, li
         raise SpecError(f"{weights_path}: does not fit the model spec.yaml describes ({type(e).__name__}: {first})"
                         ) from None
     source = {"run_dir": str(root), "name": spec.name, "backend": backend,
-              "keras_backend": spec.keras_backend if backend == "keras" else None, "spec_hash": spec_hash(spec),
+              "keras_backend": get_entry(backend).variant_value(spec), "spec_hash": spec_hash(spec),
               "weights": str(weights_path.relative_to(root)) if weights_path.is_relative_to(root) else str(weights_path),
               "status": summary.get("status"), "model_from": pre.model_from}
     out_dir = Path(out) if out is not None else root / "export"
