@@ -126,7 +126,9 @@ def export_run_dir(run_dir: Union[str, os.PathLike[str]], formats: Union[str, li
 
     shape = dataset if dataset is not None else _Shape(pre)
     plan = build_plan(spec, pre.in_features, pre.out_features) if spec.model.arch is not None else None
-    ctx = RunContext(spec=spec, backend=backend, run_dir=root, events=None, metrics=[],  # type: ignore[arg-type]
+    # Rebuilding the model trains nothing: no scheduler (its defaults may need the data's length).
+    ctx = RunContext(spec=spec.resolved(scheduler=None), backend=backend, run_dir=root, events=None,  # type: ignore[arg-type]
+                     metrics=[],
                      dataset=shape, plan=plan)  # type: ignore[arg-type]
     adapter = adapter_cls(ctx)
     try:
@@ -146,13 +148,17 @@ def export_run_dir(run_dir: Union[str, os.PathLike[str]], formats: Union[str, li
 
 
 class _Shape:
-    """Stands in for the Dataset when only the widths are known (the adapters read these two)."""
+    """Stands in for the Dataset when the run's data is unreadable and only the widths are known: enough to
+    rebuild the model (nothing trains, so there are no batches)."""
 
     def __init__(self, pre: Preprocess) -> None:
         self.in_features, self.out_features = pre.in_features, pre.out_features
         self.task, self.classes = pre.task, pre.classes
         self.num_classes = None if pre.classes is None else len(pre.classes)
         self.train = self.val = self.test = None
+
+    def steps_per_epoch(self) -> None:
+        return None  # unknown: the loop's length is never needed to export
 
 
 def _weights_file(root: Path, weights: Optional[str]) -> Path:
