@@ -115,7 +115,8 @@ def build_app(model: ServedModel, *, max_rows: int = DEFAULT_MAX_ROWS, max_body_
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    predict_doc = schemas.body(schemas.PREDICT, {400: schemas.DETAIL, 413: schemas.DETAIL, 422: schemas.DETAIL})
+    predict_doc = schemas.body(schemas.predict(model.sample_shape, max_rows),
+                               {400: schemas.DETAIL, 413: schemas.DETAIL, 422: schemas.DETAIL})
 
     @app.post("/predict", tags=["native"], openapi_extra=predict_doc)
     async def predict(request: Request) -> Any:

@@ -15,6 +15,50 @@ DETAIL = {"type": "object", "properties": {"detail": {"type": "string"}}, "requi
 PREDICT = {"type": "object", "required": ["inputs"], "additionalProperties": False,
            "properties": {"inputs": NUMBERS}}
 
+
+def batch(sample_shape: tuple, max_rows: int) -> dict[str, Any]:
+    """JSON schema of a batch of samples of ``sample_shape`` (``None``: any size) as nested lists."""
+    schema: dict[str, Any] = {"type": "number"}
+    for d in reversed(sample_shape):
+        schema = {"type": "array", "items": schema, **({"minItems": d, "maxItems": d} if d is not None else {})}
+    return {"type": "array", "items": schema, "minItems": 1, "maxItems": max_rows,
+            "description": "raw features, one sample per row"}
+
+
+def predict(sample_shape: tuple, max_rows: int) -> dict[str, Any]:
+    """``POST /predict``'s body for this model."""
+    return {**PREDICT, "properties": {"inputs": batch(sample_shape, max_rows)}}
+
+
+def tf_predict(input_name: str, sample_shape: tuple, max_rows: int) -> dict[str, Any]:
+    """``POST /v1/models/{name}:predict``'s body for this model (row or columnar format)."""
+    rows = batch(sample_shape, max_rows)
+    named_rows = {**rows, "items": {"type": "object", "required": [input_name], "additionalProperties": False,
+                                    "properties": {input_name: rows["items"]}}}
+    columns = {"type": "object", "required": [input_name], "additionalProperties": False,
+               "properties": {input_name: rows}}
+    return {"oneOf": [
+        {"type": "object", "required": ["instances"], "additionalProperties": False,
+         "properties": {"signature_name": {"type": "string", "enum": ["serving_default"]},
+                        "instances": {"oneOf": [rows, named_rows]}}},
+        {"type": "object", "required": ["inputs"], "additionalProperties": False,
+         "properties": {"signature_name": {"type": "string", "enum": ["serving_default"]},
+                        "inputs": {"oneOf": [rows, columns]}}}]}
+
+
+def v2_infer(input_name: str, output_name: str, sample_shape: tuple, max_rows: int) -> dict[str, Any]:
+    """``POST /v2/models/{name}/infer``'s JSON body for this model (flat ``data``)."""
+    tensor = {**V2_TENSOR, "properties": {**V2_TENSOR["properties"], "name": {"type": "string", "enum": [input_name]},
+                                          "datatype": {"type": "string", "enum": ["FP32"]},
+                                          "data": {"type": "array", "items": {"type": "number"}, "minItems": 1}},
+              "required": ["name", "shape", "datatype", "data"]}
+    outputs = {"type": "array", "items": {"type": "object", "required": ["name"],
+                                          "properties": {"name": {"type": "string", "enum": [output_name]},
+                                                         "parameters": {"type": "object"}}}}
+    return {**V2_INFER, "properties": {**V2_INFER["properties"], "inputs": {"type": "array", "items": tensor,
+                                                                             "minItems": 1, "maxItems": 1},
+                                       "outputs": outputs}}
+
 V2_TENSOR = {"type": "object", "required": ["name", "shape", "datatype"],
              "properties": {"name": {"type": "string"},
                             "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
@@ -28,11 +72,6 @@ V2_INFER = {"type": "object", "required": ["inputs"],
                            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
                                                                   "properties": {"name": {"type": "string"},
                                                                                  "parameters": {"type": "object"}}}}}}
-
-TF_PREDICT = {"type": "object",
-              "properties": {"signature_name": {"type": "string"},
-                             "instances": {"type": "array", "description": "row format: one sample per item"},
-                             "inputs": {"description": "columnar format: the batch, or {input name: batch}"}}}
 
 
 def body(schema: dict[str, Any], errors: dict[int, dict[str, Any]]) -> dict[str, Any]:

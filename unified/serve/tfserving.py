@@ -139,7 +139,7 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
                       f"{' (classify and regress need a tf.Example signature)' if verb in ('classify', 'regress') else ''}"},
             400)
 
-    body = schemas.body(schemas.TF_PREDICT, {400: schemas.ERROR, 404: schemas.ERROR, 413: schemas.ERROR})
+    body = schemas.body(schemas.tf_predict(model.input_name, model.sample_shape, ctx.max_rows), {400: schemas.ERROR, 404: schemas.ERROR, 413: schemas.ERROR})
     base, versioned = "/v1/models/{model_name}", "/v1/models/{model_name}/versions/{model_version}"
     app.add_api_route(base + ":predict", predict, methods=["POST"], tags=["tfserving"], openapi_extra=body)
     app.add_api_route(versioned + ":predict", predict_v, methods=["POST"], tags=["tfserving"], openapi_extra=body)

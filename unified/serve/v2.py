@@ -237,6 +237,7 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
     async def infer_v(model_name: str, model_version: str, request: Request) -> Any:
         return await _infer(model_name, request, model_version)
 
+    infer_schema = schemas.v2_infer(model.input_name, model.output_name, model.sample_shape, ctx.max_rows)
     base, versioned = "/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}"
     for prefix, (md, rd, cf, inf) in ((base, (metadata, ready, config, infer)),
                                       (versioned, (metadata_v, ready_v, config_v, infer_v))):
@@ -244,4 +245,4 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
         app.add_api_route(prefix + "/ready", rd, methods=["GET"], tags=["v2"], openapi_extra=not_found)
         app.add_api_route(prefix + "/config", cf, methods=["GET"], tags=["v2"], openapi_extra=not_found)
         app.add_api_route(prefix + "/infer", inf, methods=["POST"], tags=["v2"],
-                          openapi_extra=schemas.body(schemas.V2_INFER, err))
+                          openapi_extra=schemas.body(infer_schema, err))
