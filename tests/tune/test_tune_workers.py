@@ -84,10 +84,10 @@ def test_two_workers_on_two_machines_share_a_postgresql_study(tune_spec, tmp_pat
 CLAIMER = r"""
 import json, os, sys, time
 import optuna
-from unified.tune import _claim, open_storage
+from unified.tune import claim, open_storage
 study = optuna.load_study(study_name="claims", storage=open_storage(sys.argv[1]))
 taken = []
-while (trial := _claim(study)) is not None:
+while (trial := claim(study)) is not None:
     taken.append(trial.number)
     study.tell(trial, float(trial.number))
 print(json.dumps(taken))
