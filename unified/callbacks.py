@@ -352,6 +352,16 @@ class Timer(Callback):
             state.request_stop(f"timer: max_time {self.max_time}s reached", status="stopped_early")
 
 
+# spec kind -> the class its settings construct (the spec's CALLBACK_KINDS are these plus "python")
+BUILTIN_CALLBACKS: dict[str, Any] = {
+    "early_stopping": EarlyStopping,
+    "model_checkpoint": ModelCheckpoint,
+    "lr_monitor": LearningRateMonitor,
+    "terminate_on_nan": TerminateOnNan,
+    "timer": Timer,
+}
+
+
 def build_callbacks(spec: Any, base_dir: Optional[str] = None) -> list[Callback]:
     """The callbacks the spec's ``callbacks:`` list names, in order."""
     from unified.errors import SpecError
@@ -360,16 +370,8 @@ def build_callbacks(spec: Any, base_dir: Optional[str] = None) -> list[Callback]
     out: list[Callback] = []
     for i, entry in enumerate(spec.callbacks):
         kind, cfg = entry.kind, entry.config
-        if kind == "early_stopping":
-            out.append(EarlyStopping(**cfg.model_dump()))
-        elif kind == "model_checkpoint":
-            out.append(ModelCheckpoint(**cfg.model_dump()))
-        elif kind == "lr_monitor":
-            out.append(LearningRateMonitor())
-        elif kind == "terminate_on_nan":
-            out.append(TerminateOnNan())
-        elif kind == "timer":
-            out.append(Timer(cfg.max_time))
+        if kind in BUILTIN_CALLBACKS:
+            out.append(BUILTIN_CALLBACKS[kind](**cfg.model_dump()))
         elif kind == "python":
             cls = import_target(cfg.target, f"callbacks[{i}].python.target", base_dir)
             try:

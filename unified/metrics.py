@@ -52,6 +52,7 @@ class Metric:
 
     name: str = "metric"
     higher_is_better: bool = True
+    tasks: tuple[str, ...] = ("classification", "binary", "regression")  # the tasks a built-in applies to
 
     def __init__(self, task: str = "classification", num_classes: Optional[int] = None) -> None:
         """Create the metric.
@@ -122,6 +123,8 @@ def _nan() -> float:
 
 class _ClassificationMetric(Metric):
     """Streams a confusion matrix ``cm[true, pred]`` (float64)."""
+
+    tasks = ("classification", "binary")
 
     def reset(self) -> None:
         n = self.num_classes if self.num_classes else (2 if self.task == "binary" else 0)
@@ -215,6 +218,7 @@ class AUROC(Metric):
     """
 
     name = "auroc"
+    tasks = ("binary",)
 
     def __init__(self, task: str = "binary", num_classes: Optional[int] = None) -> None:
         if task != "binary":
@@ -257,6 +261,7 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 
 class _RegressionMetric(Metric):
     higher_is_better = False
+    tasks = ("regression",)
 
     @staticmethod
     def _pair(outputs: np.ndarray, targets: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -356,16 +361,18 @@ class R2(_RegressionMetric):
         return float(scores.mean())
 
 
+# The one list of built-in metrics: the spec's allowed names, per-task lists and "higher is better" derive from it.
 BUILTIN_METRICS: dict[str, type[Metric]] = {
-    "accuracy": Accuracy,
-    "f1_macro": F1Macro,
-    "precision_macro": PrecisionMacro,
-    "recall_macro": RecallMacro,
-    "auroc": AUROC,
-    "mse": MSE,
-    "mae": MAE,
-    "r2": R2,
+    cls.name: cls for cls in (Accuracy, F1Macro, PrecisionMacro, RecallMacro, AUROC, MSE, MAE, R2)
 }
+
+
+def metrics_for_task(task: str) -> tuple[str, ...]:
+    """The built-in metric names that apply to ``task``."""
+    return tuple(name for name, cls in BUILTIN_METRICS.items() if task in cls.tasks)
+
+
+HIGHER_IS_BETTER = tuple(name for name, cls in BUILTIN_METRICS.items() if cls.higher_is_better)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -13,26 +13,27 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from unified.errors import SpecError
+from unified.losses import DEFAULT_LOSS, LOSSES, LOSSES_FOR_TASK
+from unified.metrics import BUILTIN_METRICS as _BUILTIN_METRIC_CLASSES
+from unified.metrics import HIGHER_IS_BETTER, metrics_for_task
+from unified.registry import KERAS_TENSOR_BACKENDS
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 DATA_SCHEMES = ("sklearn", "csv", "npz", "parquet", "python")
-CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
-BINARY_METRICS = CLASSIFICATION_METRICS + ("auroc",)
-REGRESSION_METRICS = ("mse", "mae", "r2")
-BUILTIN_METRICS = BINARY_METRICS + REGRESSION_METRICS
+# Name lists derived from their one home (unified.metrics, unified.losses, unified.registry).
+TASKS = ("classification", "binary", "regression")
+METRICS_FOR_TASK = {task: metrics_for_task(task) for task in TASKS}
+CLASSIFICATION_METRICS = METRICS_FOR_TASK["classification"]
+BINARY_METRICS = METRICS_FOR_TASK["binary"]
+REGRESSION_METRICS = METRICS_FOR_TASK["regression"]
+BUILTIN_METRICS = tuple(_BUILTIN_METRIC_CLASSES)
 DEFAULT_METRICS = {
     "classification": ["accuracy", "f1_macro"],
     "binary": ["accuracy", "f1_macro", "auroc"],
     "regression": ["mse", "mae", "r2"],
-}
-DEFAULT_LOSS = {"classification": "cross_entropy", "binary": "bce_with_logits", "regression": "mse"}
-LOSSES_FOR_TASK = {
-    "classification": ("cross_entropy",),
-    "binary": ("bce_with_logits",),
-    "regression": ("mse", "mae", "huber"),
 }
 PRECISION_ALIASES = {
     "32": "32", "32-true": "32", "fp32": "32",
@@ -298,15 +299,8 @@ CALLBACK_KINDS: dict[str, type[_Model]] = {
 }
 
 
-class CallbackSpec(_Model):
-    """One entry of ``callbacks:``, a mapping with exactly one key naming its kind."""
-
-    early_stopping: Optional[EarlyStoppingSpec] = None
-    model_checkpoint: Optional[ModelCheckpointSpec] = None
-    lr_monitor: Optional[LRMonitorSpec] = None
-    terminate_on_nan: Optional[TerminateOnNanSpec] = None
-    timer: Optional[TimerSpec] = None
-    python: Optional[PythonRef] = None
+class _CallbackEntry(_Model):
+    """One entry of ``callbacks:``, a mapping with exactly one key naming its kind (the fields: CALLBACK_KINDS)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -336,6 +330,12 @@ class CallbackSpec(_Model):
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         kwargs["exclude_none"] = True
         return super().model_dump(**kwargs)
+
+
+# One optional field per kind, generated from CALLBACK_KINDS (the one list of callback kinds).
+CallbackSpec = create_model(  # type: ignore[call-overload]
+    "CallbackSpec", __base__=_CallbackEntry, __module__=__name__,
+    **{kind: (Optional[model], None) for kind, model in CALLBACK_KINDS.items()})
 
 
 class MetricSpec(_Model):
@@ -370,7 +370,6 @@ class ExportSpec(_Model):
 TUNE_PRUNERS = ("median", "hyperband", "none")
 TUNE_SAMPLERS = ("tpe", "random")
 # Metrics where higher is better: the default tune.direction for them is maximize.
-HIGHER_IS_BETTER = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "auroc", "r2")
 
 
 class TuneParamSpec(_Model):
@@ -455,11 +454,11 @@ class Spec(_Model):
     name: str = "experiment"
     seed: int = Field(0, ge=0)
     backend: Optional[str] = None
-    keras_backend: Optional[Literal["tensorflow", "torch", "jax"]] = None
-    task: Literal["classification", "binary", "regression"] = "classification"
+    keras_backend: Optional[Literal[KERAS_TENSOR_BACKENDS]] = None  # type: ignore[valid-type]
+    task: Literal[TASKS] = "classification"  # type: ignore[valid-type]
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
-    loss: Optional[Literal["cross_entropy", "bce_with_logits", "mse", "mae", "huber"]] = None
+    loss: Optional[Literal[tuple(LOSSES)]] = None  # type: ignore[valid-type]
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     scheduler: Optional[SchedulerSpec] = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
@@ -513,8 +512,7 @@ class Spec(_Model):
                 f"loss: {self.loss!r} does not fit task {self.task!r}; expected one of "
                 f"{', '.join(LOSSES_FOR_TASK[self.task])}"
             )
-        allowed = {"classification": CLASSIFICATION_METRICS, "binary": BINARY_METRICS,
-                   "regression": REGRESSION_METRICS}[self.task]
+        allowed = METRICS_FOR_TASK[self.task]
         for i, m in enumerate(self.metrics or []):
             if isinstance(m, str) and m not in allowed:
                 raise ValueError(

@@ -630,11 +630,11 @@ class UnifiedTrainer:
 
 def _worker_spec(spec: Spec) -> Spec:
     """The spec a rank other than 0 runs: no progress line, no external loggers, no export."""
-    d = spec.model_dump(mode="python")
+    d = spec.to_dict()  # the spec's own serialization (a callback entry keeps its one kind)
     d["trainer"]["progress_bar"] = False
     d["logging"]["loggers"] = ["csv"]
     d["export"]["formats"] = []
-    return Spec(**d)
+    return Spec.from_dict(d)
 
 
 def _len_or_none(obj: Any) -> Optional[int]:
