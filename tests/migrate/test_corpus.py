@@ -30,7 +30,7 @@ DEFAULT_RUN = {"lightning_iris_basic.py", "ignite_wine_basic.py", "keras_digits_
 ORIGINAL_CANNOT_RUN = {"lightning_legacy_gpus.py"}  # Lightning 1.x arguments: only the migrated script runs
 # script -> manual items expected (0 = fully converted); unchanged files are the custom-loop ones
 MANUAL = {
-    "ignite_digits_custom_engine.py": 1, "ignite_handlers_tensorboard.py": 1, "ignite_wine_basic.py": 1,
+    "ignite_digits_custom_engine.py": 1,
     "keras_categorical_onehot.py": 2, "keras_custom_train_step.py": 2, "keras_gradient_tape.py": 1,
     "lightning_manual_optimization.py": 2, "lightning_scheduler.py": 2,
 }

@@ -23,6 +23,11 @@ class IgniteRule(Rule):
     framework = "ignite"
     roots = ("ignite",)
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.names: list[cst.Name] = []
+        self.ra_keys: set[str] = set()
+
     def plan(self) -> None:
         trainers = [c for c in self.calls if self.fw_last(c.func) == "create_supervised_trainer"]
         engines = [c for c in self.calls if self.fw_last(c.func) == "Engine"]
@@ -107,8 +112,18 @@ class IgniteRule(Rule):
                     key = self.value(call.args[1].value) if len(call.args) > 1 else None
                     stmt = self.stmt_of(call)
                     if kind == "RunningAverage":
+                        src = self.arg(inner, "src", 0)
+                        if src is not None:
+                            self.find(inner, f"{self.code(inner.func)}({self.code(src)}).attach()", "manual",
+                                      "metrics.running-average",
+                                      "a running average of a training metric: the facade computes metrics on the "
+                                      "validation data only (train/loss is the only training key)")
+                            continue
+                        if isinstance(key, str):
+                            self.ra_keys.add(key)
                         self.find(inner, f"{self.code(inner.func)}().attach()", "converted", "metrics.running-average",
-                                  "the facade logs train/loss every log_every_n_steps")
+                                  "the loss's running average: the facade logs train/loss every log_every_n_steps "
+                                  f"(engine.state.metrics[{self.src(key)}] -> state.metrics[\"train/loss\"])")
                     else:
                         metric = self._metric(inner, key)
                         if isinstance(key, str) and metric:
@@ -132,7 +147,7 @@ class IgniteRule(Rule):
         if kind in METRICS:
             self.find(node, c, "converted", f"metrics.{kind.lower()}", f"spec metric {METRICS[kind]}")
             return f"val/{METRICS[kind]}"
-        self.find(node, c, "unsupported", "metrics.other", f"metric {key!r} has no facade equivalent")
+        self.find(node, c, "unsupported", "metrics.other", f"metric {self.src(key)} has no facade equivalent")
         return None
 
     # -- the rewrite -------------------------------------------------------------------------------------
@@ -147,6 +162,9 @@ class IgniteRule(Rule):
                 self.find(v, f"create_supervised_trainer({kw}=)", "unsupported", "trainer.other", "not carried over")
         evaluators = [c for c in self.calls if self.fw_last(c.func) == "create_supervised_evaluator"]
         ev_names = {n for c in evaluators if (n := self.assigned_name(c))}
+        self.hooks: list[tuple[int, str, Optional[str], str, bool]] = []  # (line, hook, guard, function, takes state)
+        self.val_runs: list[tuple[Optional[cst.FunctionDef], int]] = []
+        self.handler_fns = self._handler_functions(ev_names | {name})
         metric_map = self._metric_map(evaluators)
         keys_read = list(metric_map.values())
         callbacks: list[dict[str, Any]] = []
@@ -191,13 +209,17 @@ class IgniteRule(Rule):
                 d = dec.decorator
                 if isinstance(d, cst.Call) and self.method(d) == "on" and self.receiver(d) in ev_names | {name}:
                     event = self.code(d.args[0].value) if d.args else "?"
-                    self.find(dec, f"@{self.code(d.func)}({event})", "manual", "handler.custom",
-                              f"a custom event handler is not guessed at: port {fn.name.value} to a "
-                              f"unified.callbacks.Callback ({self._event_hook(event)}(state): state.epoch, "
-                              f"state.global_step, state.metrics['val/...']) and pass it to UnifiedTrainer(callbacks=[...])")
-                    self.replace[dec] = cst.RemoveFromParent()
-                    self.mark_todo(fn, f"was @{self.code(d.func)}({event}); port to a unified.callbacks.Callback "
-                                       f"({self._event_hook(event)})")
+                    construct = f"@{self.code(d.func)}({event})"
+                    why = self._convert_handler(fn, event, self.receiver(d) or name, name, ev_names, metric_map,
+                                                construct, dec)
+                    if why is None:
+                        self.replace[dec] = cst.RemoveFromParent()
+                        continue
+                    self.find(dec, construct, "manual", "handler.custom",
+                              f"{fn.name.value} is not converted ({why}): port it to a unified.callbacks.Callback "
+                              f"({self._event_hook(event)}(state): state.epoch, state.global_step, "
+                              f"state.metrics['val/...']) and pass it to UnifiedTrainer(callbacks=[...])")
+        # result reads: evaluator.state.metrics[...] and trainer.state.*
         # result reads: evaluator.state.metrics[...] and trainer.state.*
         self._state_reads(name, ev_names, metric_map, keys_read)
         if not run_calls:
@@ -219,10 +241,35 @@ class IgniteRule(Rule):
         self.specs.append({"line": self.pos(call)[0], "backend": "ignite", "spec": spec})
         stmt = self.stmt_of(call)
         assert stmt is not None
-        self.replace[call] = self.expr(codegen.trainer_call(spec, "ignite", self.indent(stmt)))
+        ctor = codegen.trainer_call(spec, "ignite", self.indent(stmt))
+        if self.hooks:
+            cls = self.free_name("MigratedHandlers")
+            ctor = ctor[:-1] + f", callbacks=[{cls}()])"
+            blank = 2 if self.func_of(stmt) is None else 1
+            cls_stmt = self.stmt(self._callback_class(cls)).with_changes(leading_lines=[cst.EmptyLine()] * blank)
+            self.before.setdefault(stmt, []).append(cls_stmt)
+            self.blank_after[stmt] = blank
+            self.imports_needed.add(("unified.callbacks", "Callback"))
+        self.replace[call] = self.expr(ctor)
         self.imports_needed.add(("unified", "UnifiedTrainer"))
         self.find(call, f"{self.code(call.func)}()", "converted", "trainer.construct",
                   "UnifiedTrainer(spec, backend=\"ignite\")")
+
+    def _callback_class(self, cls: str) -> str:
+        """The generated Callback calling the converted handlers from the facade's hooks, in their order."""
+        lines = [f"class {cls}(Callback):",
+                 '    """Your Ignite event handlers, called from the facade\'s hooks (generated by unified migrate)."""']
+        by_hook: dict[str, list[tuple[Optional[str], str]]] = {}
+        for _, hook, guard, fn, _takes in sorted(self.hooks):
+            by_hook.setdefault(hook, []).append((guard, fn))
+        for hook, calls in by_hook.items():
+            lines += ["", f"    def {hook}(self, state):"]
+            for guard, fn in calls:
+                if guard:
+                    lines += [f"        if {guard}:", f"            {fn}(state)"]
+                else:
+                    lines.append(f"        {fn}(state)")
+        return "\n".join(lines) + "\n"
 
     def _tensorboard(self) -> list[str]:
         """Ignite's TensorboardLogger -> spec logging.loggers: tensorboard; its statements are removed."""
@@ -274,14 +321,14 @@ class IgniteRule(Rule):
         fn = self.func_of(c)
         if isinstance(self.parent(c), cst.Lambda):
             return  # a handler lambda, see _handler
-        if fn is not None and any(self.method(d.decorator) == "on" for d in fn.decorators
-                                  if isinstance(d.decorator, cst.Call)):
-            return  # inside a handler that is reported as manual
+        if self._in_handler(c):
+            return  # inside an event handler (converted to a Callback hook, or manual)
         if stmt is None or not self.is_statement(c):
             self.find(c, f"{self.code(c.func)}()", "manual", "evaluator.run", "evaluator.run() result used: not migrated")
             return
         loader = self.code(c.args[0].value) if c.args else None
         self.replace[stmt] = self.stmt(f'val_metrics = {name}.evaluate("val"' + (f", data={loader})" if loader else ")"))
+        self.val_runs.append((fn, self.pos(c)[0]))
         self.find(c, f"{self.code(c.func)}()", "converted", "evaluator.run",
                   f'val_metrics = {name}.evaluate("val", data=...): a dict of val/* keys')
 
@@ -336,19 +383,179 @@ class IgniteRule(Rule):
             if stmt is not None and self.is_statement(c):
                 self.remove(stmt)
             return None
+        fn = self.functions.get(self.code(handler)) if isinstance(handler, cst.Name) else None
+        why = "not a function of this file" if fn is None else (
+            "extra handler arguments" if len(c.args) != 2 else (
+                "its result is used" if not self.is_statement(c) else None))
+        if fn is not None and why is None:
+            why = self._convert_handler(fn, event, self.receiver(c) or name, name, ev_names, metric_map, construct, c)
+            if why is None:
+                if stmt is not None:
+                    self.remove(stmt)
+                return None
         self.find(c, construct, "manual", "handler.custom",
-                  f"a custom event handler is not guessed at: port it to a unified.callbacks.Callback "
+                  f"event handler not converted ({why}): port it to a unified.callbacks.Callback "
                   f"({self._event_hook(event)}) and pass it to UnifiedTrainer(callbacks=[...])")
-        if stmt is not None and self.is_statement(c):
-            self.remove(stmt)
-            fn = self.functions.get(self.code(handler)) if handler is not None else None
-            if fn is not None:
-                self.mark_todo(fn, f"was {self.code(c.func)}({event}, ...); port to a unified.callbacks.Callback "
-                                   f"({self._event_hook(event)})")
+        return None
+
+    # -- event handlers that only print or log -> a generated Callback --------------------------------------
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.append(node)
+
+    def _handler_functions(self, engines: set[str]) -> set[cst.FunctionDef]:
+        out = set()
+        for fn in self.functions.values():
+            if any(isinstance(d.decorator, cst.Call) and self.method(d.decorator) == "on"
+                   and self.receiver(d.decorator) in engines for d in fn.decorators):
+                out.add(fn)
+        for c in self.calls:
+            if self.method(c) == "add_event_handler" and self.receiver(c) in engines and len(c.args) > 1:
+                h = c.args[1].value
+                if isinstance(h, cst.Name) and h.value in self.functions:
+                    out.add(self.functions[h.value])
+        return out
+
+    def _inside(self, node: cst.CSTNode, fn: cst.CSTNode) -> bool:
+        cur = self.parent(node)
+        while cur is not None:
+            if cur is fn:
+                return True
+            cur = self.parent(cur)
+        return False
+
+    def _in_handler(self, node: cst.CSTNode) -> bool:
+        return any(self._inside(node, fn) for fn in getattr(self, "handler_fns", ()))
+
+    def _convert_handler(self, fn: cst.FunctionDef, event: str, recv: str, name: str, ev_names: set[str],
+                         metric_map: dict[str, str], construct: str, at: cst.CSTNode) -> Optional[str]:
+        """Plan ``fn`` as a facade Callback hook; None when done, else why it cannot be.
+
+        Convertible: a handler on EPOCH_COMPLETED / ITERATION_COMPLETED / COMPLETED / STARTED (``every=N``
+        filters too) of the trainer, or COMPLETED of an evaluator, whose body only reads ``engine.state``
+        counters and metrics (mapped to the facade's ``TrainState``: epoch, global_step, last_loss,
+        metrics with facade keys) and runs the evaluator on the validation data (the facade validates every
+        epoch); everything else in it (print, logging, writers) is kept as it is.
+        """
+        import re
+
+        base, _, filt = event.partition("(")
+        kind = base.rsplit(".", 1)[-1]
+        every = None
+        if filt:
+            m = re.fullmatch(r"\s*every\s*=\s*(\d+)\s*\)\s*", filt)
+            if m is None:
+                return f"event filter {event}"
+            every = int(m[1])
+        evaluator = recv != name
+        if evaluator:
+            hook = "on_epoch_end" if kind in ("COMPLETED", "EPOCH_COMPLETED") and every is None else None
+        else:
+            hook = {"EPOCH_COMPLETED": "on_epoch_end", "ITERATION_COMPLETED": "on_train_batch_end",
+                    "COMPLETED": "on_fit_end", "STARTED": "on_fit_start", "EPOCH_STARTED": "on_epoch_start"}.get(kind)
+        if hook is None:
+            return f"event {event} has no facade hook"
+        guard = None
+        if every is not None:
+            guard = f"state.{'global_step' if hook == 'on_train_batch_end' else 'epoch'} % {every} == 0"
+        params = fn.params.params
+        if len(params) != 1 or fn.params.star_arg is not cst.MaybeSentinel.DEFAULT or fn.params.kwonly_params:
+            return "its parameters are not (engine)"
+        param = params[0].name.value
+        edits: dict[cst.CSTNode, Any] = {}
+        covered: set[int] = set()
+        ra = getattr(self, "ra_keys", set())
+
+        def key_of(node: cst.BaseExpression, role: str) -> Optional[str]:
+            k = self.value(node)
+            if not isinstance(k, str):
+                return None
+            if role == "trainer":
+                return "train/loss" if k in ra else None
+            return metric_map.get(k) or facade_key(k, "val")
+
+        def metrics_keys(attr: cst.Attribute, role: str) -> Optional[str]:
+            """Map the keys read from ``<x>.state.metrics`` (directly or through a name) inside fn."""
+            parent = self.parent(attr)
+            if isinstance(parent, cst.Subscript) and len(parent.slice) == 1 and isinstance(parent.slice[0].slice, cst.Index):
+                new = key_of(parent.slice[0].slice.value, role)
+                if new is None:
+                    return f"metric {self.code(parent.slice[0].slice.value)} has no facade key"
+                edits[parent.slice[0].slice.value] = self.key_node(parent.slice[0].slice.value, new)
+                return None
+            if isinstance(parent, cst.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0].target, cst.Name):
+                alias = parent.targets[0].target.value
+                for sub in self.subscripts:
+                    if (isinstance(sub.value, cst.Name) and sub.value.value == alias and self._inside(sub, fn.body)
+                            and len(sub.slice) == 1 and isinstance(sub.slice[0].slice, cst.Index)):
+                        new = key_of(sub.slice[0].slice.value, role)
+                        if new is None:
+                            return f"metric {self.code(sub.slice[0].slice.value)} has no facade key"
+                        edits[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
+                return None
+            return None  # used as a whole (printed, logged): it holds the facade's keys now
+
+        fields = {"epoch": "epoch", "iteration": "global_step", "output": "last_loss", "max_epochs": "max_epochs",
+                  "metrics": "metrics"}
+        for attr in self.attributes:
+            if not self._inside(attr, fn.body) or not (isinstance(attr.value, cst.Attribute) and attr.value.attr.value == "state"
+                                                  and isinstance(attr.value.value, cst.Name)):
+                continue
+            who = attr.value.value.value
+            if who == param:
+                role = "evaluator" if evaluator else "trainer"
+            elif who == name:
+                role = "trainer"
+            elif who in ev_names:
+                role = "evaluator"
+            else:
+                continue
+            field = attr.attr.value
+            if role == "evaluator" and field != "metrics":
+                return f"{who}.state.{field} of the evaluator"
+            if field not in fields:
+                return f"{who}.state.{field} has no facade equivalent"
+            if field == "metrics":
+                why = metrics_keys(attr, role)
+                if why:
+                    return why
+            edits[attr] = self.expr(f"{param}.{fields[field]}")
+            covered.add(id(attr.value.value))
+        for c in self.calls:
+            if self._inside(c, fn.body) and self.method(c) == "run" and self.receiver(c) in ev_names:
+                loader = self.code(c.args[0].value) if c.args else ""
+                if "train" in loader.lower():
+                    return f"it evaluates on {loader}: the facade computes metrics on the validation data only"
+                if not self.is_statement(c):
+                    return "the evaluator's result is used"
+                edits[self.stmt_of(c)] = cst.RemoveFromParent()
+                covered.add(id(c.func.value))
+        for n in self.names:
+            if not self._inside(n, fn.body) or id(n) in covered:
+                continue
+            if n.value in ev_names | {name}:
+                return f"it uses {n.value} beyond its state"
+            if n.value == param:
+                return f"it uses {param} beyond its state"
+        self.replace.update(edits)
+        self.hooks.append((self.pos(at)[0], hook, guard, fn.name.value, True))
+        self.handler_fns.add(fn)
+        self.find(at, construct, "converted", "handler.callback",
+                  f"{fn.name.value} is called by a generated unified.callbacks.Callback ({hook}); "
+                  f"{param} is the facade's TrainState there (epoch, global_step, metrics with facade keys)")
         return None
 
     def _score(self, score: Optional[cst.BaseExpression], metric_map: dict[str, str]) -> tuple[Optional[str], str]:
         """(facade key, mode) from an Ignite score_function (a lambda or a def returning +-metrics[...])."""
+        key, mode = self._score_key(score, metric_map)
+        if key is not None and isinstance(score, cst.Name) and score.value in self.functions:
+            fn = self.functions[score.value]
+            uses = [n for n in self.names if n.value == score.value
+                    and not (isinstance(self.parent(n), cst.Arg) and self.parent(n).keyword is n)]
+            if len(uses) == 2 and self.func_of(fn) is None:
+                self.remove(fn)  # its def and this use: the spec's monitor/mode replace it
+        return key, mode
+
+    def _score_key(self, score: Optional[cst.BaseExpression], metric_map: dict[str, str]) -> tuple[Optional[str], str]:
         if score is None:
             return None, "min"
         body: Optional[cst.BaseExpression] = None
@@ -379,30 +586,32 @@ class IgniteRule(Rule):
             if (attr.attr.value == "metrics" and isinstance(attr.value, cst.Attribute) and attr.value.attr.value == "state"
                     and isinstance(attr.value.value, cst.Name) and attr.value.value.value in ev_names):
                 fn = self.func_of(attr)
-                if fn is not None and any(isinstance(d.decorator, cst.Call) and self.method(d.decorator) == "on"
-                                          for d in fn.decorators):
-                    continue  # inside a manual handler
-                self.replace[attr] = cst.Name("val_metrics")
+                if self._in_handler(attr):
+                    continue  # inside an event handler (converted to a Callback hook, or manual)
+                line = self.pos(attr)[0]
+                ran = any(f is fn and ln < line for f, ln in self.val_runs)
+                # after a converted evaluator.run(): its dict; else the last validation of the fit
+                target = "val_metrics" if ran else f"{name}.result.metrics"
+                self.replace[attr] = self.expr(target)
                 parent = self.parent(attr)
                 if isinstance(parent, cst.Subscript) and isinstance(parent.slice[0].slice, cst.Index):
                     key = self.value(parent.slice[0].slice.value)
                     new = metric_map.get(key) if isinstance(key, str) else None
                     new = new or (facade_key(key, "val") if isinstance(key, str) else None)
                     if new is None:
-                        self.find(parent, f"{self.code(attr)}[{key!r}]", "manual", "metrics.key", "no facade key")
+                        self.find(parent, f"{self.code(attr)}[{self.src(key)}]", "manual", "metrics.key", "no facade key")
                         continue
                     keys_read.append(new)
                     self.replace[parent.slice[0].slice.value] = self.key_node(parent.slice[0].slice.value, new)
-                    self.find(parent, f"{self.code(attr)}[{key!r}]", "converted", "metrics.key", f'val_metrics["{new}"]')
+                    self.find(parent, f"{self.code(attr)}[{self.src(key)}]", "converted", "metrics.key", f'{target}["{new}"]')
                 else:
                     self.find(attr, self.code(attr), "converted", "metrics.dict",
-                              "val_metrics: keys are the facade's (val/loss, val/accuracy ...)")
+                              f"{target}: keys are the facade's (val/loss, val/accuracy ...)")
                     self._rename_keys(attr, metric_map, keys_read)
             # trainer.state.epoch / iteration
             elif (isinstance(attr.value, cst.Attribute) and attr.value.attr.value == "state"
                   and isinstance(attr.value.value, cst.Name) and attr.value.value.value == name):
-                fn = self.func_of(attr)
-                if fn is not None and any(isinstance(d.decorator, cst.Call) for d in fn.decorators):
+                if self._in_handler(attr):
                     continue
                 field = {"epoch": "epochs", "iteration": "global_step"}.get(attr.attr.value)
                 if field is None:
@@ -427,6 +636,6 @@ class IgniteRule(Rule):
                 if new:
                     keys_read.append(new)
                     self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
-                    self.find(sub, f"{alias}[{key!r}]", "converted", "metrics.key", f'{alias}["{new}"]')
+                    self.find(sub, f"{alias}[{self.src(key)}]", "converted", "metrics.key", f'{alias}["{new}"]')
                 else:
-                    self.find(sub, f"{alias}[{key!r}]", "manual", "metrics.key", "no facade key")
+                    self.find(sub, f"{alias}[{self.src(key)}]", "manual", "metrics.key", "no facade key")

@@ -327,7 +327,7 @@ class KerasRule(Rule):
             key = self.value(sub.slice[0].slice.value)
             new = facade_key(key, "test") if isinstance(key, str) else None
             if new is None:
-                self.find(sub, self.code(sub), "manual", "evaluate.key", f"{key!r} has no facade key")
+                self.find(sub, self.code(sub), "manual", "evaluate.key", f"{self.src(key)} has no facade key")
                 continue
             self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
             self.find(sub, self.code(sub), "converted", "evaluate.key", f'{name}["{new}"]')
@@ -353,10 +353,10 @@ class KerasRule(Rule):
                 continue
             key = self.value(sub.slice[0].slice.value)
             new = facade_key(key, "train") if isinstance(key, str) else None
-            construct = f"{history}.history[{key!r}]"
+            construct = f"{history}.history[{self.src(key)}]"
             if new is None:
                 self.find(sub, construct, "manual", "history.key",
-                          f"{key!r} has no facade key (the facade logs train/loss and val/* only)")
+                          f"{self.src(key)} has no facade key (the facade logs train/loss and val/* only)")
                 stmt = self.stmt_of(sub)
                 if stmt is not None:
                     self.mark_todo(stmt, f"{construct} has no facade key (FitResult.history has train/loss_epoch, val/*)")
@@ -388,7 +388,7 @@ class KerasRule(Rule):
                 monitor = self.value(mon) if mon is not None else "val_loss"
                 key = facade_key(monitor, "train") if isinstance(monitor, str) else None
                 if key is None:
-                    self.find(node, c, "manual", f"callbacks.{kind.lower()}", f"monitor {monitor!r} has no facade key")
+                    self.find(node, c, "manual", f"callbacks.{kind.lower()}", f"monitor {self.src(monitor)} has no facade key")
                     continue
                 mode_node = self.arg(node, "mode")
                 mode = self.value(mode_node) if mode_node is not None else "auto"

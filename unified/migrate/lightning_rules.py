@@ -183,7 +183,7 @@ class LightningRule(Rule):
                     self.find(value, construct, "converted", "trainer.accelerator", "the facade chooses the device (CPU)")
                 else:
                     self.find(value, construct, "unsupported", "trainer.accelerator",
-                              f"accelerator {v!r}: the facade trains on CPU here")
+                              f"accelerator {self.src(v)}: the facade trains on CPU here")
             elif kw == "devices":
                 if v in (1, "1", "auto", [0]) :
                     self.find(value, construct, "converted", "trainer.devices", "one device: the facade's default")
@@ -195,7 +195,7 @@ class LightningRule(Rule):
                     self.find(value, construct, "converted", "trainer.strategy", "single process: the default")
                 else:
                     self.find(value, construct, "unsupported", "trainer.strategy",
-                              f"strategy {v!r}: multi-process training is not supported by the facade yet")
+                              f"strategy {self.src(v)}: multi-process training is not supported by the facade yet")
             elif kw == "default_root_dir":
                 logging["dir"] = v
                 self.find(value, construct, "converted", "trainer.default_root_dir", "spec logging.dir")
@@ -297,7 +297,7 @@ class LightningRule(Rule):
             key = facade_key(monitor) if isinstance(monitor, str) else None
             if key is None:
                 self.find(node, construct, "manual", f"callbacks.{kind.lower()}",
-                          f"monitor {monitor!r} has no facade key (expected e.g. val_loss, val_acc)")
+                          f"monitor {self.src(monitor)} has no facade key (expected e.g. val_loss, val_acc)")
                 return None
             cfg["monitor"] = key
             keys_read.append(key)
@@ -472,10 +472,10 @@ class LightningRule(Rule):
                 continue
             new = facade_key(key)
             if new is None:
-                self.find(sub, f"{self.code(sub)}", "manual", "metrics.key", f"{key!r} has no facade key")
+                self.find(sub, f"{self.code(sub)}", "manual", "metrics.key", f"{self.src(key)} has no facade key")
                 stmt = self.stmt_of(sub)
                 if stmt is not None:
-                    self.mark_todo(stmt, f"{key!r} is not a facade key")
+                    self.mark_todo(stmt, f"{self.src(key)} is not a facade key")
                 continue
             keys_read.append(new)
             self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
@@ -490,12 +490,12 @@ class LightningRule(Rule):
             key = self.value(key_node.value) if isinstance(key_node, cst.Index) else None
             new_key = facade_key(key) if isinstance(key, str) else None
             if new_key is None:
-                self.find(parent, f"{construct}[{key!r}]", "manual", "metrics.key",
-                          f"{key!r} has no facade key; read {base}[...] with a val/* or train/* key")
+                self.find(parent, f"{construct}[{self.src(key)}]", "manual", "metrics.key",
+                          f"{self.src(key)} has no facade key; read {base}[...] with a val/* or train/* key")
                 self.replace[attr] = self.expr(base)
                 stmt = self.stmt_of(parent)
                 if stmt is not None:
-                    self.mark_todo(stmt, f"{key!r} is not a facade key (see {base})")
+                    self.mark_todo(stmt, f"{self.src(key)} is not a facade key (see {base})")
                 return
             keys_read.append(new_key)
             new = f"{base}[{self.key_node(key_node.value, new_key).value}]"
@@ -506,7 +506,7 @@ class LightningRule(Rule):
                 if isinstance(call, cst.Call) and not call.args:
                     target = call  # a float has no .item(): drop it
             self.replace[target] = self.expr(new)
-            self.find(parent, f"{construct}[{key!r}]", "converted", "metrics.key", f'{new} (FitResult.metrics)')
+            self.find(parent, f"{construct}[{self.src(key)}]", "converted", "metrics.key", f'{new} (FitResult.metrics)')
             return
         if isinstance(parent, cst.Attribute) and parent.attr.value == "get":
             call = self.parent(parent)
@@ -517,7 +517,7 @@ class LightningRule(Rule):
                     keys_read.append(new_key)
                     rest = "".join(", " + self.code(a.value) for a in call.args[1:])
                     self.replace[call] = self.expr(f"{base}.get({self.key_node(call.args[0].value, new_key).value}{rest})")
-                    self.find(call, f"{construct}.get({key!r})", "converted", "metrics.key", f"{base}.get(\"{new_key}\")")
+                    self.find(call, f"{construct}.get({self.src(key)})", "converted", "metrics.key", f"{base}.get(\"{new_key}\")")
                     return
         self.replace[attr] = self.expr(base)
         self.find(attr, construct, "converted", "metrics.dict",

@@ -41,6 +41,7 @@ class Rule(cst.CSTVisitor):
         self.replace: dict[cst.CSTNode, Replacement] = {}
         self.before: dict[cst.CSTNode, list[cst.BaseStatement]] = {}
         self.todo: dict[cst.CSTNode, list[str]] = {}
+        self.blank_after: dict[cst.CSTNode, int] = {}  # blank lines between inserted defs and the statement
         self.specs: list[dict[str, Any]] = []
         self.imports_needed: set[tuple[str, str]] = set()
         self.calls: list[cst.Call] = []
@@ -215,10 +216,10 @@ class Rule(cst.CSTVisitor):
                 continue
             new = facade_key(key, bare_split)
             if new is None:
-                self.find(sub, self.code(sub), "manual", "metrics.key", f"{key!r} has no facade key")
+                self.find(sub, self.code(sub), "manual", "metrics.key", f"{self.src(key)} has no facade key")
                 stmt = self.stmt_of(sub)
                 if stmt is not None:
-                    self.mark_todo(stmt, f"{key!r} is not a facade key (val/loss, val/<metric>, train/loss)")
+                    self.mark_todo(stmt, f"{self.src(key)} is not a facade key (val/loss, val/<metric>, train/loss)")
                 continue
             keys_read.append(new)
             self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
@@ -232,14 +233,33 @@ class Rule(cst.CSTVisitor):
 
     # -- findings and edits --------------------------------------------------------------------------
     def find(self, node: cst.CSTNode, construct: str, action: str, rule: str, hint: str) -> None:
+        """Report a construct. A manual one also gets a TODO comment above its statement (written only
+        when the file is rewritten), so every manual finding of a rewritten file is visible in it and a
+        second run reports as many (``file.todo``); :meth:`mark_todo` right after replaces its text."""
         line, col = self.pos(node)
         construct = " ".join(construct.split())
         if len(construct) > 64:
             construct = construct[:61] + "..."
         self.findings.append(Finding(self.path, line, col, construct, action, f"{self.framework}.{rule}", hint))
+        self._last_todo = None
+        if action == "manual":
+            stmt = self.stmt_of(node)
+            if stmt is not None:
+                self.todo.setdefault(stmt, []).append(f"# {TODO}: {hint}")
+                self._last_todo = (stmt, len(self.todo[stmt]) - 1)
 
     def mark_todo(self, stmt: cst.CSTNode, hint: str) -> None:
+        """The TODO text of the manual finding just reported (when at ``stmt``), else one more TODO."""
+        last = getattr(self, "_last_todo", None)
+        if last is not None and last[0] is stmt:
+            self.todo[stmt][last[1]] = f"# {TODO}: {hint}"
+            self._last_todo = None
+            return
         self.todo.setdefault(stmt, []).append(f"# {TODO}: {hint}")
+
+    def src(self, value: Any) -> str:
+        """A value as the source quotes it: ``'acc'`` for a string, the expression's text for :class:`Code`."""
+        return value.text if isinstance(value, Code) else repr(value)
 
     def remove(self, stmt: cst.CSTNode) -> None:
         self.replace[stmt] = cst.RemoveFromParent()
@@ -259,7 +279,9 @@ class Apply(cst.CSTTransformer):
         self.replace: dict[cst.CSTNode, Replacement] = {}
         self.before: dict[cst.CSTNode, list[cst.BaseStatement]] = {}
         self.todo: dict[cst.CSTNode, list[str]] = {}
+        self.blank_after: dict[cst.CSTNode, int] = {}
         for r in rules:
+            self.blank_after.update(r.blank_after)
             self.replace.update(r.replace)
             for k, v in r.before.items():
                 self.before.setdefault(k, []).extend(v)
@@ -271,6 +293,8 @@ class Apply(cst.CSTTransformer):
         if original in self.replace:
             r = self.replace[original]
             new = r(updated) if callable(r) and not isinstance(r, cst.CSTNode) else r
+        if original in self.todo and isinstance(new, cst.RemovalSentinel):
+            new = updated  # a statement with manual work is never deleted
         if original in self.todo and isinstance(new, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
             comments = [cst.EmptyLine(comment=cst.Comment(c)) for c in self.todo[original]]
             new = new.with_changes(leading_lines=[*new.leading_lines, *comments])
@@ -281,6 +305,7 @@ class Apply(cst.CSTTransformer):
             if isinstance(new, (cst.SimpleStatementLine, cst.BaseCompoundStatement)) and extra:
                 # Comments above the original statement stay above the new first statement.
                 extra[0] = extra[0].with_changes(leading_lines=[*new.leading_lines, *extra[0].leading_lines])
-                new = new.with_changes(leading_lines=[])
+                blank = [cst.EmptyLine()] * self.blank_after.get(original, 0)
+                new = new.with_changes(leading_lines=blank)
             return cst.FlattenSentinel([*extra, new])
         return new
