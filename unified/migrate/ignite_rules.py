@@ -41,6 +41,18 @@ class IgniteRule(Rule):
             del name
         if not trainers:
             return
+        from unified.migrate.lightning_rules import ND_LAYERS
+
+        nd = [c for c in self.calls if any(q.startswith("torch.nn.") and q.rsplit(".", 1)[-1] in ND_LAYERS
+                                           for q in self.qnames(c.func))]
+        if nd:
+            self.find(nd[0], f"{self.code(nd[0].func)}(...)", "manual", "model.nd-input",
+                      "a convolutional / recurrent model takes N-D inputs (images, sequences): the facade accepts "
+                      "2-D float tables only for now; this script stays on Ignite")
+            for t in trainers:
+                self.find(t, f"{self.code(t.func)}()", "manual", "trainer.left-on-ignite",
+                          "not migrated (N-D inputs): training stays on Ignite")
+            return
         if engines and any(self.fw_last(c.func) == "create_supervised_trainer" for c in trainers):
             pass
         for t in trainers:
@@ -219,7 +231,17 @@ class IgniteRule(Rule):
                               f"{fn.name.value} is not converted ({why}): port it to a unified.callbacks.Callback "
                               f"({self._event_hook(event)}(state): state.epoch, state.global_step, "
                               f"state.metrics['val/...']) and pass it to UnifiedTrainer(callbacks=[...])")
+        for c in self.calls:
+            if self.method(c) == "load_objects" and self.fw_last(c.func) in ("load_objects", None):
+                self.find(c, f"{self.code(c.func)}(...)", "manual", "checkpoint.resume",
+                          "resuming through Checkpoint.load_objects: the facade resumes with "
+                          "trainer.fit(..., resume=<run_dir or checkpoints/last.ckpt>)")
         # result reads: evaluator.state.metrics[...] and trainer.state.*
+        for c in self.calls:
+            if self.method(c) == "load_objects" and self.fw_last(c.func) in ("load_objects", None):
+                self.find(c, f"{self.code(c.func)}(...)", "manual", "checkpoint.resume",
+                          "resuming through Checkpoint.load_objects: the facade resumes with "
+                          "trainer.fit(..., resume=<run_dir or checkpoints/last.ckpt>)")
         # result reads: evaluator.state.metrics[...] and trainer.state.*
         self._state_reads(name, ev_names, metric_map, keys_read)
         if not run_calls:
@@ -357,12 +379,37 @@ class IgniteRule(Rule):
                 hint = f"spec callback early_stopping on {monitor}"
             else:
                 n = self.arg(node, "n_saved")
-                cfg = {"monitor": monitor or "val/loss", "mode": mode if monitor else "min",
-                       "save_top_k": self.value(n) if n is not None else 1}
-                if monitor is None:
-                    cfg = {"save_top_k": 0, "save_last": True}
-                out = {"model_checkpoint": cfg}
+                n_saved = self.value(n) if n is not None else 1
+                if not (n_saved is None or isinstance(n_saved, int)):
+                    self.find(node, construct, "manual", f"handler.{kind.lower()}",
+                              f"n_saved={self.src(n_saved)} is not a literal: set model_checkpoint.save_top_k by hand")
+                    return None
                 hint = "spec callback model_checkpoint; files go to <run_dir>/checkpoints"
+                if monitor is not None:
+                    cfg = {"monitor": monitor, "mode": mode, "save_top_k": -1 if n_saved is None else n_saved}
+                    hint += "; n_saved=None: save_top_k -1 (keep all)" if n_saved is None else ""
+                elif n_saved == 1:
+                    cfg = {"save_top_k": 0, "save_last": True}
+                    hint += " (last.ckpt: the latest epoch)"
+                else:
+                    cfg = {"save_top_k": -1, "save_last": True}
+                    hint += (" (no score_function: every epoch is kept, "
+                             + ("as n_saved=None does)" if n_saved is None else f"not only the {n_saved} latest)"))
+                ev = self.code(c.args[0].value) if c.args else ""
+                import re as _re
+
+                every = _re.search(r"every\s*=\s*(\d+)", ev)
+                if every:
+                    cfg["every_n_epochs"] = int(every[1])
+                    hint += f"; every={every[1]} -> every_n_epochs"
+                for kw, v, _ in self.keywords(node):
+                    if kw in ("dirname", "save_handler", "filename_prefix", "require_empty", "create_dir", "to_save",
+                              "score_name", "global_step_transform", "filename_pattern", "include_self"):
+                        if kw in ("dirname", "save_handler", "filename_prefix", "filename_pattern"):
+                            hint += f"; {kw}= not used (files go to <run_dir>/checkpoints)"
+                    elif kw not in ("n_saved", "score_function"):
+                        self.find(v, f"{kind}({kw}=)", "unsupported", f"handler.{kind.lower()}", "not carried over")
+                out = {"model_checkpoint": cfg}
             self.find(node, construct, "converted", f"handler.{kind.lower()}", hint)
             if stmt is not None and self.is_statement(c):
                 self.remove(stmt)

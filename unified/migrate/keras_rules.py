@@ -36,6 +36,10 @@ LOSSES = {
 METRIC_CLASSES = {"SparseCategoricalAccuracy": "accuracy", "BinaryAccuracy": "accuracy", "Accuracy": "accuracy",
                   "AUC": "auroc", "MeanSquaredError": "mse", "MeanAbsoluteError": "mae", "R2Score": "r2",
                   "Precision": "precision_macro", "Recall": "recall_macro", "F1Score": "f1_macro"}
+ND_LAYERS = {"Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "SeparableConv2D", "DepthwiseConv2D", "MaxPooling1D",
+             "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+             "GlobalMaxPooling1D", "GlobalMaxPooling2D", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "Flatten",
+             "Reshape", "Embedding", "TimeDistributed", "Conv1DTranspose", "UpSampling2D", "MultiHeadAttention"}
 FIT_UNSUPPORTED = {"steps_per_epoch", "validation_steps", "class_weight", "sample_weight", "initial_epoch",
                    "validation_freq", "validation_batch_size"}
 
@@ -58,6 +62,19 @@ class KerasRule(Rule):
                 self.find(call, f"{self.code(call.func)}()", "manual", "custom-loop.gradient-tape",
                           "a GradientTape loop is custom training: not guessed at; this file stays on Keras")
                 blocking.append("GradientTape loop")
+        nd = [c for c in self.calls if (self.fw_last(c.func) or "") in ND_LAYERS]
+        shaped = [c for c in self.calls if self.fw_last(c.func) in ("Input", "InputLayer")
+                  and isinstance(self.arg(c, "shape", 0), cst.Tuple)
+                  and len(self.arg(c, "shape", 0).elements) > 1]
+        shaped += [c for c in self.calls if isinstance(self.arg(c, "input_shape"), cst.Tuple)
+                   and len(self.arg(c, "input_shape").elements) > 1 and self.fw(c.func)]
+        if nd or shaped:
+            first = (nd + shaped)[0]
+            self.find(first, f"{self.code(first.func)}(...)", "manual", "model.nd-input",
+                      "the model takes N-D inputs (images, sequences: convolutional / recurrent layers or an input "
+                      "shape with more than one axis): the facade accepts 2-D float tables only for now; this "
+                      "file stays on Keras")
+            blocking.append("N-D inputs")
         model_classes = []
         for cls in self.classes:
             if any(self.fw_last(b.value) in ("Model", "Sequential") for b in cls.bases):
@@ -332,6 +349,27 @@ class KerasRule(Rule):
             self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
             self.find(sub, self.code(sub), "converted", "evaluate.key", f'{name}["{new}"]')
 
+    def _checkpoint_reads(self, node: cst.Call) -> None:
+        """A ``ModelCheckpoint(filepath)`` whose file is read later (``load_model(filepath)``, ...): the facade
+        writes <run_dir>/checkpoints instead, so every such read is manual."""
+        fp = self.arg(node, "filepath", 0)
+        if fp is None:
+            return
+        text = self.code(fp)
+        value = self.value(fp)
+        line = self.pos(node)[0]
+        for call in self.calls:
+            if call is node or self.pos(call)[0] <= line:
+                continue
+            for a in call.args:
+                same = self.code(a.value) == text or (isinstance(value, str) and self.value(a.value) == value)
+                if same:
+                    self.find(call, f"{self.code(call.func)}({text})", "manual", "callbacks.modelcheckpoint.reload",
+                              f"reads {text}, which the facade no longer writes: load from "
+                              "trainer.result.run_dir / 'checkpoints' (best.ckpt / last.ckpt, portable *.npz) or "
+                              "save the model yourself after fit")
+                    break
+
     def _batch_size_of(self, node: cst.BaseExpression) -> Optional[int]:
         cur: Any = node
         while isinstance(cur, cst.Call) and isinstance(cur.func, cst.Attribute):
@@ -407,16 +445,26 @@ class KerasRule(Rule):
                     if best is None or self.value(best) is not True:
                         cfg["save_last"] = True
                     out.append({"model_checkpoint": cfg})
+                    self._checkpoint_reads(node)
                     self.find(node, c, "converted", "callbacks.modelcheckpoint",
                               "spec callback model_checkpoint; files go to <run_dir>/checkpoints (filepath not used)")
                 else:
                     cfg = {"name": "reduce_on_plateau", "monitor": key, "mode": mode, "factor": 0.1, "patience": 10}
-                    for k in ("factor", "patience"):
+                    for k in ("factor", "patience", "min_lr", "cooldown"):
                         n = self.arg(node, k)
                         if n is not None:
                             cfg[k] = self.value(n)
+                    hint = "spec scheduler reduce_on_plateau (factor, patience, min_lr, cooldown)"
+                    for kw, v, _ in self.keywords(node):
+                        if kw == "min_delta":
+                            self.find(v, f"{c[:-2]}(min_delta=)", "unsupported", "callbacks.reducelronplateau",
+                                      "min_delta (absolute in Keras) is not carried over: the spec's threshold is "
+                                      "relative (torch's default)")
+                        elif kw not in ("monitor", "mode", "factor", "patience", "min_lr", "cooldown", "verbose"):
+                            self.find(v, f"{c[:-2]}({kw}=)", "unsupported", "callbacks.reducelronplateau",
+                                      "not carried over")
                     scheduler = cfg
-                    self.find(node, c, "converted", "callbacks.reducelronplateau", "spec scheduler reduce_on_plateau")
+                    self.find(node, c, "converted", "callbacks.reducelronplateau", hint)
             elif kind == "CSVLogger":
                 self.find(node, c, "converted", "callbacks.csvlogger", "the run directory's metrics.csv")
             elif kind == "TensorBoard":

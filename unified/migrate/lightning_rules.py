@@ -41,6 +41,10 @@ CALLBACK_CLASSES = {"EarlyStopping", "ModelCheckpoint", "LearningRateMonitor", "
                     "ModelSummary", "RichModelSummary"}
 LOGGERS = {"CSVLogger", "TensorBoardLogger", "MLFlowLogger", "WandbLogger", "CometLogger", "NeptuneLogger"}
 RESULT_ATTRS = {"callback_metrics", "logged_metrics", "progress_bar_metrics"}
+# Layers whose inputs are images or sequences: the facade takes 2-D float tables only (for now).
+ND_LAYERS = {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "MaxPool1d",
+             "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "LSTM", "GRU", "RNN", "Embedding", "Unflatten",
+             "BatchNorm2d", "Dropout2d", "TransformerEncoder", "MultiheadAttention"}
 
 
 class LightningRule(Rule):
@@ -95,7 +99,27 @@ class LightningRule(Rule):
             else:
                 self.find(opt, f"{name}.configure_optimizers", "converted", "module.configure-optimizers",
                           "honoured by the facade: its optimizer trains the model on every torch backend")
+        nd = [c for c in self.calls if self.class_of(c) is cls and (self.fw_last(c.func) or "") in ND_LAYERS]
+        nd += [c for c in self.calls if self.class_of(c) is cls
+               and any(q.rsplit(".", 1)[-1] in ND_LAYERS and q.startswith("torch.nn") for q in self.qnames(c.func))]
+        if nd:
+            self.find(nd[0], f"{self.code(nd[0].func)}(...) in {name}", "manual", "module.nd-input",
+                      "a convolutional / recurrent model takes N-D inputs (images, sequences): the facade accepts "
+                      "2-D float tables only for now; this script stays on Lightning")
+            blocking.append("N-D inputs")
         step = methods.get("training_step")
+        if step is not None and len(step.params.params) > 1:
+            batch = step.params.params[1].name.value
+            unpacked = any(isinstance(a.value, cst.Name) and a.value.value == batch and a.targets
+                           and isinstance(a.targets[0].target, (cst.Tuple, cst.List))
+                           for a in self._assigns_in(step))
+            indexed = any(isinstance(sub.value, cst.Name) and sub.value.value == batch and self.func_of(sub) is step
+                          for sub in self.subscripts)
+            if not unpacked and not indexed:
+                self.find(step, f"{name}.training_step", "manual", "module.unlabelled",
+                          f"training_step does not unpack ({batch}) into inputs and targets: the facade validates "
+                          "forward(x) against labels, so unlabelled or custom batches stay on Lightning")
+                blocking.append("batches without (x, y)")
         task_loss = None
         if step is not None:
             self.find(step, f"{name}.training_step", "converted", "module.training-step",
@@ -122,8 +146,28 @@ class LightningRule(Rule):
                     logged.append(v)
         return blocking, task_loss, logged
 
+    def _assigns_in(self, fn: cst.FunctionDef) -> list[cst.Assign]:
+        out = []
+        for stmt in fn.body.body:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                out += [s for s in stmt.body if isinstance(s, cst.Assign)]
+        return out
+
     # -- the plan --------------------------------------------------------------------------------------
     def plan(self) -> None:
+        for call in self.calls:
+            if self.fw_last(call.func) == "LightningCLI":
+                self.find(call, f"{self.code(call.func)}(...)", "manual", "cli.lightning-cli",
+                          "LightningCLI builds the Trainer from the command line and config files: the script stays "
+                          "on Lightning; to use the facade, write the config's trainer settings as a spec "
+                          "(unified run spec.yaml) or construct UnifiedTrainer yourself")
+        for attr in self.attributes:
+            if (attr.attr.value in ("fit", "validate", "test", "predict") and isinstance(attr.value, cst.Attribute)
+                    and attr.value.attr.value == "trainer" and isinstance(attr.value.value, cst.Name)):
+                cli = self.follow(attr.value.value, attr)
+                if isinstance(cli, cst.Call) and self.fw_last(cli.func) == "LightningCLI":
+                    self.find(attr, f"{self.code(attr)}(...)", "manual", "cli.trainer",
+                              "the LightningCLI's Trainer: stays on Lightning (see the LightningCLI entry)")
         mods, datamodules = self._modules()
         blocking: list[str] = []
         task_loss: Optional[tuple[str, str]] = None
