@@ -22,7 +22,7 @@ _LAZY = {
     "load_spec": "unified.spec",
     "Spec": "unified.spec",
     "Callback": "unified.callbacks",
-    "TrainState": "unified.callbacks",
+    "TrainState": "unified.events",
     "Metric": "unified.metrics",
 }
 
@@ -39,7 +39,8 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unified.callbacks import Callback, TrainState
+    from unified.callbacks import Callback
+    from unified.events import TrainState
     from unified.metrics import Metric
     from unified.spec import Spec, load_spec
     from unified.trainer import FitResult, UnifiedTrainer

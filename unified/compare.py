@@ -41,7 +41,7 @@ class Target:
     name: str  # as given: "lightning", "keras-torch"
     backend: str  # registered backend: "lightning", "keras"
     variant: Optional[str] = None  # the backend's variant (Keras's tensor backend), when the name gives one
-    variant_flag: Optional[str] = None  # the `unified run` option that sets it
+    variant_flag: Optional[str] = field(default=None, compare=False)  # the `unified run` option that sets it
 
     @property
     def keras_backend(self) -> Optional[str]:  # the name compare.json has always used for the variant
@@ -147,7 +147,7 @@ def monitor_of(spec: Any) -> tuple[str, str]:
 
 # -- running --------------------------------------------------------------------------------------------------
 def default_out_dir(spec: Any) -> Path:
-    from unified.logging import new_run_dir
+    from unified.rundir import new_run_dir
 
     return new_run_dir(spec.logging.dir, spec.name, "compare")
 

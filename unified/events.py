@@ -15,13 +15,100 @@ restores it (:meth:`RunEvents.load_resume_state`), and turns SIGINT/SIGTERM into
 from __future__ import annotations
 
 import math
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
-from unified.callbacks import HOOKS, Callback, ModelCheckpoint, TrainState
-from unified.logging import CsvLogger, ProgressDisplay
+import numpy as np
+
+from unified.callbacks import HOOKS, Callback, ModelCheckpoint
+from unified.files import atomic_write
+from unified.loggers import CsvLogger
+from unified.progress import ProgressDisplay
 from unified.resume import STATE_FORMAT
+
+
+class Controller(Protocol):
+    """What the running adapter offers to callbacks (implemented by every adapter)."""
+
+    def save_checkpoint(self, path: str) -> None: ...
+    def get_weights(self) -> dict[str, np.ndarray]: ...
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None: ...
+
+
+@dataclass
+class TrainState:
+    """What callbacks see: counters, the latest value of every logged key, and the stop flag.
+
+    Attributes:
+        epoch: the current epoch, counting from 1 (0 before the first epoch starts).
+        global_step: optimizer steps taken so far.
+        batch_idx: index of the last training batch within the epoch.
+        metrics: the latest value of every logged key (``train/loss``, ``val/accuracy``, ...).
+        should_stop: set it (or call :meth:`request_stop`) to end training after the current epoch.
+        status: ``running``, then ``completed``, ``stopped_early``, ``interrupted`` or ``failed``.
+        run_dir: the run directory.
+        resumed_from: the checkpoint this run continued from (``None`` for a fresh run).
+    """
+
+    backend: str
+    run_dir: Path
+    max_epochs: Optional[int]
+    max_steps: Optional[int]
+    steps_per_epoch: Optional[int]
+    epoch: int = 0
+    global_step: int = 0
+    batch_idx: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    should_stop: bool = False
+    stop_reason: Optional[str] = None
+    status: str = "running"
+    best: Optional[dict[str, Any]] = None
+    resumed_from: Optional[str] = None
+    _loss: Any = field(default=None, repr=False)
+    _controller: Optional[Controller] = field(default=None, repr=False)
+    _dispatcher: Any = field(default=None, repr=False)
+
+    @property
+    def last_loss(self) -> float:
+        """The training loss of the last batch (a host sync: read it only when you need it)."""
+        return float(self._loss) if self._loss is not None else math.nan
+
+    def request_stop(self, reason: str, status: str = "stopped_early") -> None:
+        """Stop at the end of the current epoch (or batch, where the backend allows)."""
+        if not self.should_stop:
+            self.should_stop = True
+            self.stop_reason = reason
+            self.status = status
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Save the backend's native checkpoint (model, optimizer, counters) atomically at ``path``."""
+        assert self._controller is not None, "no running backend"
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, self._controller.save_checkpoint)
+
+    def save_weights(self, path: str | os.PathLike[str]) -> None:
+        """Save portable weights (``.npz``, PyTorch names and layout) atomically at ``path``."""
+        weights = self.get_weights()
+
+        def _write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **weights)
+
+        atomic_write(path, _write)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The model's weights as numpy arrays, keyed like a PyTorch ``state_dict``."""
+        assert self._controller is not None, "no running backend"
+        return self._controller.get_weights()
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load weights produced by :meth:`get_weights` into the running model."""
+        assert self._controller is not None, "no running backend"
+        self._controller.set_weights(weights)
 
 
 def _overrides(cb: Callback, hook: str) -> bool:

@@ -1,6 +1,7 @@
-"""The TensorBoard and MLflow loggers: the rows of ``metrics.csv``, written by the facade on every backend.
+"""The run's loggers, written by the facade on every backend: ``metrics.csv`` (:class:`CsvLogger`, always on),
+TensorBoard and MLflow (the rows of ``metrics.csv``).
 
-They receive exactly what :class:`~unified.logging.CsvLogger` receives (``epoch, step, values``), keep
+TensorBoard and MLflow receive exactly what :class:`CsvLogger` receives (``epoch, step, values``), keep
 only the CSV's columns and skip empty cells, so ``metrics.csv``, the TensorBoard event file and the MLflow
 run hold the same keys at the same steps whatever the backend. Neither package is imported unless its
 logger is on: ``tensorboard`` costs ~0.5 s to import, ``mlflow`` ~3 s (plus ~2 s to open a SQLite store).
@@ -12,7 +13,10 @@ imports TensorFlow, even when TensorFlow is installed.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
+import math
 import logging
 import os
 import re
@@ -21,7 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, TextIO
 
 from unified.errors import BackendUnavailableError, SpecError
 
@@ -29,6 +33,46 @@ from unified.errors import BackendUnavailableError, SpecError
 MLFLOW_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "interrupted": "KILLED"}
 _ARTIFACTS = ("spec.yaml", "summary.json", "metrics.csv", "classes.json")
 _FLUSH_SECONDS = 10.0  # MLflow metrics are sent in batches by a thread: every 10 s, and at the end of the run
+
+
+# -- metrics.csv -----------------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+class CsvLogger:
+    """Wide ``metrics.csv``: ``epoch, step`` then one column per key, the columns fixed up front.
+
+    Step rows carry ``train/loss`` and ``lr``; epoch rows carry ``train/loss_epoch``, ``val/*`` and ``lr``.
+    Each row is written with one call and flushed, so the file never ends in half a row.
+    """
+
+    def __init__(self, path: Path, keys: list[str], append: bool = False) -> None:
+        self.path = path
+        self.columns = ["epoch", "step", *keys]
+        resume = append and path.exists() and path.stat().st_size > 0  # a resumed run continues its file
+        self._file: Optional[TextIO] = open(path, "a" if resume else "w", encoding="utf-8", newline="")
+        if not resume:
+            self._write_row(self.columns)
+
+    def _write_row(self, cells: list[str]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(cells)
+        assert self._file is not None
+        self._file.write(buf.getvalue())
+        self._file.flush()
+
+    def log(self, epoch: int, step: int, values: dict[str, Any]) -> None:
+        self._write_row([str(epoch), str(step), *(_fmt(values.get(k)) for k in self.columns[2:])])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _need(module: str, extra: str, logger: str) -> None:

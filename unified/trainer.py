@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from unified.callbacks import Callback, ModelCheckpoint, TrainState, build_callbacks
+from unified.callbacks import Callback, ModelCheckpoint, build_callbacks
 from unified.context import RunContext
 from unified.errors import NotSupportedError, SpecError, TrainingError
-from unified.events import RunEvents
+from unified.events import RunEvents, TrainState
 from unified.files import atomic_write_json
-from unified.loggers import RunLoggers
-from unified.logging import CsvLogger, ProgressDisplay, new_run_dir, prepare_run_dir
+from unified.loggers import CsvLogger, RunLoggers
+from unified.progress import ProgressDisplay
+from unified.rundir import new_run_dir, prepare_run_dir
 from unified.spec import MetricSpec, Spec, best_monitor, check_monitors, load_spec, logged_keys
 
 __version__ = "0.1.0"

@@ -28,7 +28,12 @@ FAKE_MISSING = ("no_such_framework_xyz",)
 
 
 def _entries(**requires: tuple[str, ...]) -> dict[str, BackendEntry]:
-    return {n: BackendEntry(n, f"adapters.{n}:X", req, n) for n, req in requires.items()}
+    from unified.registry import BUILTIN_BACKENDS
+
+    def variant(name: str):  # a built-in backend's variants (keras: its tensor backends) come along
+        return BUILTIN_BACKENDS[name].variant if name in BUILTIN_BACKENDS else None
+
+    return {n: BackendEntry(n, f"unified.adapters.{n}:X", req, n, variant(n)) for n, req in requires.items()}
 
 
 @pytest.fixture(autouse=True)

@@ -1,84 +1,11 @@
-"""The run directory, the CSV writer and the progress display (the same on every backend)."""
+"""The progress display: one line per run, the same on every backend."""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
 import sys
 import time
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Optional, TextIO
-
-
-def new_run_dir(log_dir: str, name: str, backend: str) -> Path:
-    """Create ``<log_dir>/<name>/<backend>/<run_id>`` with a fresh, time-based run id."""
-    parent = Path(log_dir) / name / backend
-    parent.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for i in range(1000):
-        run_id = stamp if i == 0 else f"{stamp}-{i}"
-        path = parent / run_id
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"cannot create a run directory under {parent}")
-
-
-def prepare_run_dir(path: str | os.PathLike[str]) -> Path:
-    """Use ``path`` (from ``--run-dir``) as the run directory; refuses one holding another run."""
-    from unified.errors import SpecError
-
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise SpecError(f"--run-dir {p}: exists and is not a directory")
-    if p.is_dir() and (p / "summary.json").exists():
-        raise SpecError(f"--run-dir {p}: already holds a run (summary.json); choose a new directory")
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else str(value)
-    return str(value)
-
-
-class CsvLogger:
-    """Wide ``metrics.csv``: ``epoch, step`` then one column per key, the columns fixed up front.
-
-    Step rows carry ``train/loss`` and ``lr``; epoch rows carry ``train/loss_epoch``, ``val/*`` and ``lr``.
-    Each row is written with one call and flushed, so the file never ends in half a row.
-    """
-
-    def __init__(self, path: Path, keys: list[str], append: bool = False) -> None:
-        self.path = path
-        self.columns = ["epoch", "step", *keys]
-        resume = append and path.exists() and path.stat().st_size > 0  # a resumed run continues its file
-        self._file: Optional[TextIO] = open(path, "a" if resume else "w", encoding="utf-8", newline="")
-        if not resume:
-            self._write_row(self.columns)
-
-    def _write_row(self, cells: list[str]) -> None:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(cells)
-        assert self._file is not None
-        self._file.write(buf.getvalue())
-        self._file.flush()
-
-    def log(self, epoch: int, step: int, values: dict[str, Any]) -> None:
-        self._write_row([str(epoch), str(step), *(_fmt(values.get(k)) for k in self.columns[2:])])
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+from typing import Optional, TextIO
 
 
 def _clock(seconds: float) -> str:
