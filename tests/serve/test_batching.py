@@ -28,13 +28,33 @@ def _recording_runner(lock: bool = False, fail_on: float | None = None) -> tuple
 
 
 def _gather(batcher: Batcher, xs: list[np.ndarray]) -> list:
+    """``xs`` as concurrent requests, the way the server announces them (expect, parse, infer)."""
+    async def request(x: np.ndarray) -> np.ndarray:
+        batcher.expected_done()
+        return await batcher.infer(x)
+
     async def main() -> list:
+        for _ in xs:
+            batcher.expect()
         try:
-            return await asyncio.wait_for(asyncio.gather(*(batcher.infer(x) for x in xs), return_exceptions=True), 30)
+            return await asyncio.wait_for(asyncio.gather(*(request(x) for x in xs), return_exceptions=True), 30)
         finally:
             batcher.close()
 
     return asyncio.run(main())
+
+
+def test_a_lone_request_runs_at_once():
+    runner, calls = _recording_runner()
+    batcher = Batcher(Executor(runner, lambda *a: None, threads=1), 16, 5.0)  # a long timeout it must not wait for
+
+    async def main() -> np.ndarray:
+        try:
+            return await asyncio.wait_for(batcher.infer(np.ones((2, 4), np.float32)), 2)
+        finally:
+            batcher.close()
+
+    assert (asyncio.run(main()) == 4).all() and calls == [2]
 
 
 @pytest.mark.parametrize("lock", [False, True], ids=["thread-safe-runtime", "serialized-runtime"])

@@ -3,8 +3,9 @@
 One worker task per server owns the runtime. A request's batch is queued; the worker takes every queued
 batch with the same sample shape, up to ``max_batch_size`` rows, and runs them as one call. It waits for
 more (at most ``timeout_s`` after the first was queued) only while other requests are already being read
-or parsed by the server, so a lone client never waits: under load batches grow by themselves (requests
-queue while the runtime is busy), without load every request runs at once. A request larger than
+or parsed by the server, so a lone client never waits (a request that finds the runtime idle and nobody
+else coming runs at once, without the hop through the worker): under load batches grow by themselves
+(requests queue while the runtime is busy). A request larger than
 ``max_batch_size`` runs alone, never split. If a gathered call fails, each request is retried alone so
 one bad request cannot fail its neighbours.
 """
@@ -22,7 +23,7 @@ import numpy as np
 
 from unified.export.runtimes import Runner
 
-INLINE_SECONDS = 0.0005  # runtime calls faster than this (moving average) run on the event loop
+INLINE_SECONDS = 0.001  # runtime calls faster than this (moving average of the call itself) run on the event loop
 INLINE_ELEMENTS = 16_384
 
 
@@ -51,18 +52,23 @@ class Executor:
         """The runner's outputs for ``x`` (as many rows as ``x``)."""
         inline = (self.runner.lock is None and self._avg is not None and self._avg < INLINE_SECONDS
                   and x.size <= INLINE_ELEMENTS)
-        start = time.perf_counter()
         if inline:
-            out = self.runner(x)
+            out, took = self._timed(x)
         else:
-            out = await asyncio.get_running_loop().run_in_executor(self._pool, self.runner, x)
-        took = time.perf_counter() - start
-        self._avg = took if self._avg is None else 0.8 * self._avg + 0.2 * took
+            out, took = await asyncio.get_running_loop().run_in_executor(self._pool, self._timed, x)
+        self._avg = took if self._avg is None else 0.9 * self._avg + 0.1 * took
         self.observe(len(x), requests, took)
         out = out.reshape(len(x), -1) if out.ndim == 1 else out
         if len(out) != len(x):
             raise RuntimeError(f"the runtime returned {len(out)} rows for {len(x)}")
         return out
+
+    def _timed(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """The runtime call and its own duration (not the wait for a thread: that would keep slow-looking
+        calls off the event loop forever)."""
+        start = time.perf_counter()
+        out = self.runner(x)
+        return out, time.perf_counter() - start
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -83,6 +89,7 @@ class Batcher:
         self._wakeup: Optional[asyncio.Event] = None
         self._task: Optional[asyncio.Task] = None
         self.arriving = 0  # requests being read/parsed that will probably call infer soon
+        self._busy = False  # a runtime call (direct or gathered) is under way
 
     def expect(self) -> None:
         """A request started that will probably call :meth:`infer` soon (worth waiting for)."""
@@ -96,6 +103,15 @@ class Batcher:
 
     async def infer(self, x: np.ndarray) -> np.ndarray:
         """The outputs for ``x``, computed in a call shared with concurrent requests."""
+        if not self._busy and not self._queue and self.arriving <= 0:
+            # Alone: run now, without the hop through the worker; requests arriving meanwhile queue up.
+            self._busy = True
+            try:
+                return await self.executor.run(x)
+            finally:
+                self._busy = False
+                if self._queue and self._wakeup is not None:
+                    self._wakeup.set()
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
@@ -110,9 +126,13 @@ class Batcher:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
-                batch = await self._gather()
-                await self._run(batch)
+            while self._queue and not self._busy:  # a lone request's direct call wakes us when done
+                self._busy = True
+                try:
+                    batch = await self._gather()
+                    await self._run(batch)
+                finally:
+                    self._busy = False
 
     async def _gather(self) -> list[_Pending]:
         first = self._queue.popleft()

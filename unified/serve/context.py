@@ -66,6 +66,11 @@ class ServerContext:
         if request.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
             raise BadRequest(415, f"Content-Encoding {request.headers['content-encoding']!r} is not supported; "
                                   f"send the body uncompressed")
+        if declared is not None and declared.isdigit():  # within the limit: read it whole (one receive, usually)
+            body = await request.body()
+            if len(body) > limit:
+                raise BadRequest(413, f"body is over the limit of {limit} bytes")
+            return body
         body = bytearray()
         async for chunk in request.stream():
             body += chunk

@@ -91,6 +91,7 @@ class ObserveMiddleware:
 
     def __init__(self, app: Any, metrics: ServeMetrics, log: Callable[[dict[str, Any]], None] | None) -> None:
         self.app, self.metrics, self.log = app, metrics, log
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -111,8 +112,13 @@ class ObserveMiddleware:
         finally:
             took = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(route, scope["method"], str(state["status"])).inc()
-            self.metrics.latency.labels(route).observe(took)
+            key = (route, scope["method"], state["status"])
+            children = self._children.get(key)
+            if children is None:  # label lookups take a lock: once per (route, method, status)
+                children = self._children[key] = (self.metrics.requests.labels(route, key[1], str(key[2])),
+                                                  self.metrics.latency.labels(route))
+            children[0].inc()
+            children[1].observe(took)
             if self.log is not None:
                 client = scope.get("client") or ("-", 0)
                 self.log({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),

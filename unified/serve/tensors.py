@@ -46,9 +46,7 @@ def load_json(body: bytes, expected: str) -> Any:
     if not body.strip():
         raise BadRequest(400, f"empty body; expected JSON {expected}")
     try:
-        import orjson
-
-        return orjson.loads(body)
+        return _orjson().loads(body)
     except ImportError:
         pass
     except ValueError:  # orjson.JSONDecodeError; the slow parser below says what and where
@@ -66,10 +64,22 @@ def load_json(body: bytes, expected: str) -> Any:
 def dump_json(doc: Any) -> bytes:
     """``doc`` as JSON bytes; numpy arrays are written directly (orjson), float32 as their shortest repr."""
     try:
-        import orjson
+        orjson = _orjson()
     except ImportError:  # pragma: no cover - orjson is part of the serve extra
         return json.dumps(doc, default=lambda a: a.tolist()).encode()
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+_ORJSON: list[Any] = []
+
+
+def _orjson() -> Any:
+    """orjson, imported on first use (``import unified.serve`` stays light)."""
+    if not _ORJSON:
+        import orjson
+
+        _ORJSON.append(orjson)
+    return _ORJSON[0]
 
 
 def kind(v: Any) -> str:
@@ -126,6 +136,8 @@ def finite_float32(arr: np.ndarray, where: str) -> np.ndarray:
     """``arr`` as float32, or 422 naming the first value that is not a finite float32."""
     with np.errstate(over="ignore", invalid="ignore"):
         x = arr.astype(np.float32, copy=False)
+        if math.isfinite(float(x.sum(dtype=np.float64))):  # one reduction; a float64 sum of float32 cannot overflow
+            return x
     if x.dtype.kind == "f":
         finite = np.isfinite(x)
         if not finite.all():
