@@ -1,85 +1,68 @@
-"""Cross-backend agreement: the same spec and seed give the same training on every installed backend."""
+"""Cross-backend agreement: the same spec and seed give the same training on every target.
+
+Every target (each installed backend, and Keras on each importable tensor backend) is compared with the
+reference (ignite; ignite itself with the plain torch loop): per-step train/loss, final val/loss, and the
+metrics.csv layout. Keras fixes its tensor backend per process, so the targets this process cannot host
+train in subprocesses; all of a target's runs share one (``run_target_shared``).
+"""
 
 from __future__ import annotations
-
-import csv
-import itertools
 
 import numpy as np
 import pytest
 
-from unified import UnifiedTrainer
-from unified.registry import installed_backends
-
-BACKENDS = installed_backends()
-
-needs_two = pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two installed backends to compare")
-
-
-def _run(spec: dict, backend: str):
-    result = UnifiedTrainer(spec, backend=backend).fit()
-    with open(result.run_dir / "metrics.csv", newline="") as f:
-        reader = csv.DictReader(f)
-        return result, list(reader.fieldnames or []), list(reader)
+OPTIMIZERS = {
+    "sgd": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+    "adam": {"name": "adam", "lr": 0.003},
+    "adamw": {"name": "adamw", "lr": 0.003},
+}
+EPOCHS, STEPS_PER_EPOCH = 3, 45  # digits: 1438 train samples / batch 32
+CSV_CHANGES = {"trainer": {"max_epochs": 2, "max_steps": 70},
+               "callbacks": [{"early_stopping": {"monitor": "val/accuracy", "mode": "max"}}]}
 
 
-@needs_two
-@pytest.mark.parametrize("optimizer", [
-    {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-    {"name": "adam", "lr": 0.003},
-    {"name": "adamw", "lr": 0.003},
-])
-def test_per_step_loss_agrees(make_spec, optimizer):
-    spec = make_spec({"optimizer": optimizer, "trainer": {"max_epochs": 3, "log_every_n_steps": 1}})
-    runs = {b: _run(spec, b) for b in BACKENDS}
-    losses = {b: np.array([float(r["train/loss"]) for r in rows if r["train/loss"]]) for b, (_, _, rows) in runs.items()}
-    for a, b in itertools.combinations(BACKENDS, 2):
-        assert len(losses[a]) == len(losses[b]) == 135
-        gap = np.max(np.abs(losses[a] - losses[b]))
-        assert gap <= 1e-5, f"{a} vs {b}: per-step train/loss differs by {gap:.2e}"
-        va, vb = runs[a][0].metrics["val/loss"], runs[b][0].metrics["val/loss"]
-        assert abs(va - vb) <= 1e-5
+@pytest.fixture
+def agreement(make_spec, run_target_shared):
+    """target name -> {case: RunResult}: every target's runs, trained once for the session (the subprocess
+    targets start first and train while the in-process ones do)."""
+    Job = run_target_shared.Job
+    jobs = []
+    for t in run_target_shared.targets:
+        for name, opt in OPTIMIZERS.items():
+            jobs.append(Job(t, make_spec({"optimizer": opt, "trainer": {"max_epochs": EPOCHS, "log_every_n_steps": 1}}),
+                            name=name))
+        jobs.append(Job(t, make_spec(CSV_CHANGES), name="csv"))
+    for j in jobs:
+        j.spec.pop("logging")  # the shared runner's own directory, not this test's tmp_path
+    runs = run_target_shared.many(jobs)
+    return {t.name: {j.name: runs[f"{t.name}/{j.name}"] for j in jobs if j.target == t}
+            for t in run_target_shared.targets}
 
 
-@needs_two
-def test_same_csv_columns_and_rows(make_spec):
-    spec = make_spec({"trainer": {"max_epochs": 2, "max_steps": 70},
-                      "callbacks": [{"early_stopping": {"monitor": "val/accuracy", "mode": "max"}}]})
-    runs = {b: _run(spec, b) for b in BACKENDS}
-    shapes = {b: (cols, [(r["epoch"], r["step"]) for r in rows]) for b, (_, cols, rows) in runs.items()}
-    first = shapes[BACKENDS[0]]
-    for b in BACKENDS[1:]:
-        assert shapes[b] == first, f"{b} metrics.csv differs from {BACKENDS[0]}"
+def _reference(run_target, target):
+    ref = run_target.reference_for(target)
+    if ref is None:
+        pytest.skip("needs a second target to compare with")
+    return ref
 
 
-def _keras_torch_available() -> bool:
-    import importlib.util
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_per_step_loss_agrees_with_the_reference(target, optimizer, agreement, agreement_gaps, run_target):
+    ref = _reference(run_target, target)
+    want = agreement[ref.name][optimizer].ok()
+    got = agreement[target.name][optimizer].ok()
+    assert [r["step"] for r in got.step_rows()] == [str(s) for s in range(1, EPOCHS * STEPS_PER_EPOCH + 1)]
+    assert len(want.step_losses()) == EPOCHS * STEPS_PER_EPOCH
+    gap = float(np.max(np.abs(got.step_losses() - want.step_losses())))
+    agreement_gaps.setdefault(target.name, {})[optimizer] = gap
+    assert gap <= 1e-5, f"{target.name} vs {ref.name}: per-step train/loss differs by {gap:.2e}"
+    assert abs(got.metrics["val/loss"] - want.metrics["val/loss"]) <= 1e-5
 
-    return importlib.util.find_spec("keras") is not None and importlib.util.find_spec("torch") is not None
 
-
-@pytest.mark.skipif(not _keras_torch_available() or len(BACKENDS) < 2, reason="needs keras, torch and a torch trainer")
-@pytest.mark.parametrize("optimizer", [{"name": "sgd", "lr": 0.05, "momentum": 0.9}, {"name": "adam", "lr": 0.003},
-                                       {"name": "adamw", "lr": 0.003}])
-def test_keras_on_torch_agrees_with_the_others(make_spec, optimizer, tmp_path):
-    """Keras picks its tensor backend once per process: keras/torch runs in a subprocess."""
-    import subprocess
-    import sys
-
-    import yaml
-
-    spec = make_spec({"optimizer": optimizer, "trainer": {"max_epochs": 2, "log_every_n_steps": 1}})
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    out = subprocess.run([sys.executable, "-m", "unified", "run", str(path), "--backend", "keras",
-                          "--keras-backend", "torch", "--run-dir", str(tmp_path / "kt")],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    with open(tmp_path / "kt" / "metrics.csv", newline="") as f:
-        keras_losses = np.array([float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]])
-    reference = next(b for b in BACKENDS if b != "keras")
-    _, _, rows = _run(spec, reference)
-    ref = np.array([float(r["train/loss"]) for r in rows if r["train/loss"]])
-    assert len(ref) == len(keras_losses) == 90
-    gap = np.max(np.abs(ref - keras_losses))
-    assert gap <= 1e-5, f"keras/torch vs {reference}: per-step train/loss differs by {gap:.2e}"
+def test_same_csv_columns_and_rows(target, agreement, run_target):
+    ref = _reference(run_target, target)
+    want = agreement[ref.name]["csv"].ok()
+    got = agreement[target.name]["csv"].ok()
+    assert got.summary["global_step"] == 70 and got.summary["epochs"] == 2
+    assert got.columns == want.columns, f"{target.name} metrics.csv columns differ from {ref.name}"
+    assert [(r["epoch"], r["step"]) for r in got.rows] == [(r["epoch"], r["step"]) for r in want.rows]
