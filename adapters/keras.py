@@ -117,9 +117,6 @@ class KerasAdapter(BackendAdapter):
             tf.config.experimental.enable_op_determinism()
         self.loss_name = spec.resolved_loss()
         tr = spec.trainer
-        if self.kb == "jax" and (tr.accumulate_grad_batches > 1 or tr.gradient_clip_norm is not None):
-            raise NotSupportedError("trainer.accumulate_grad_batches / gradient_clip_norm on keras_backend 'jax' "
-                                    "are not supported yet (JAX's stateless optimizer path); use tensorflow or torch")
         self.precision = tr.precision
         # bf16-mixed: Keras's mixed_bfloat16 policy, set only while the network's layers are created (each
         # layer keeps the policy it was built with), then restored, so it never leaks into a later run.
@@ -300,14 +297,30 @@ class KerasAdapter(BackendAdapter):
     def set_lr(self, value: float) -> None:
         """Put ``value`` into the optimizer's learning-rate variable (only when it changes)."""
         if value != self.lr_now:
+            self.sync_state()  # JAX: else the next step would still run on the state holding the old lr
             self.optimizer.learning_rate = value
             self.lr_now = value
+
+    def sync_state(self) -> None:
+        """JAX only: make the Keras variables hold the training state, and the next step re-read them.
+
+        Keras's JAX fit trains statelessly: between steps the current weights, optimizer variables (the
+        learning rate among them) and metric variables live in the trainer's state, the variables
+        themselves are emptied, and they are written back only at an epoch's end. Anything that reads or
+        writes variables in the middle of an epoch (a scheduler step, get_weights / set_weights, a
+        checkpoint after a signal, a user callback) goes through here first: ``jax_state_sync`` writes the
+        state back (device arrays are re-attached, not copied to the host) and makes the next step start
+        from the variables again. A no-op outside a JAX fit and when already synced.
+        """
+        if self.kb == "jax":
+            self.model.jax_state_sync()
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
         ds = self.ctx.dataset
         data = getattr(ds, split, None) if ds is not None else None
         if data is None:
             return {}
+        self.sync_state()
         acc = self.ctx.accumulator(split)
         for idx in ds.eval_batches(split):
             xb = np.ascontiguousarray(data.x[idx], dtype=np.float32)
@@ -322,6 +335,7 @@ class KerasAdapter(BackendAdapter):
         return self.keras.ops.convert_to_numpy(out)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        self.sync_state()
         outs = [self._predict_batch(np.ascontiguousarray(x[i:i + 1024], dtype=np.float32))
                 for i in range(0, len(x), 1024)]
         return np.concatenate(outs) if outs else np.zeros((0,), dtype=np.float32)
@@ -338,6 +352,7 @@ class KerasAdapter(BackendAdapter):
         return [(v.path, v, False) for v in self.net.weights]
 
     def get_weights(self) -> dict[str, np.ndarray]:
+        self.sync_state()
         if self.kind == "torch":
             return {k: v.detach().cpu().numpy().copy() for k, v in self.net.module.state_dict().items()}
         ops = self.keras.ops
@@ -345,6 +360,7 @@ class KerasAdapter(BackendAdapter):
                 for name, v, t in self._named_variables()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.sync_state()
         if self.kind == "torch":
             import torch
 
@@ -368,6 +384,7 @@ class KerasAdapter(BackendAdapter):
 
         from unified.resume import pack_state
 
+        self.sync_state()
         saved = False
         if self.kind != "torch":
             tmp = path + ".keras"  # Keras insists on the suffix
@@ -505,6 +522,8 @@ def _wrap(keras: Any, net: Any, loss: Any) -> Any:
     pattern of Keras's own docs), so it works under tf.function, torch and JAX alike.
     """
 
+    jax_backend = keras.backend.backend() == "jax"
+
     class _LastValue(keras.metrics.Metric):
         def __init__(self, name: str = "batch_loss") -> None:
             super().__init__(name=name)
@@ -514,7 +533,9 @@ def _wrap(keras: Any, net: Any, loss: Any) -> Any:
             self.value.assign(keras.ops.cast(value, self.value.dtype))
 
         def result(self) -> Any:
-            return self.value
+            # On JAX the train step runs stateless inside jax.jit: the variable object itself would leave
+            # the jitted function (its value purged), so hand out its value (the step's scope value).
+            return keras.ops.convert_to_tensor(self.value) if jax_backend else self.value
 
         def reset_state(self) -> None:
             self.value.assign(0.0)

@@ -247,9 +247,10 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         super().build(var_list)
         if self.accumulate > 1:
             self._grad_sums = [self.add_variable_from_reference(v, name="grad_sum") for v in var_list]
-            self._micro_batches = self.add_variable(shape=(), dtype="int64", initializer="zeros",
+            count = "int32" if keras.backend.backend() == "jax" else "int64"  # JAX has no int64 without x64
+            self._micro_batches = self.add_variable(shape=(), dtype=count, initializer="zeros",
                                                     name="micro_batches")
-            self._updates = self.add_variable(shape=(), dtype="int64", initializer="zeros", name="updates")
+            self._updates = self.add_variable(shape=(), dtype=count, initializer="zeros", name="updates")
 
     @property
     def iterations(self) -> Any:
@@ -295,9 +296,35 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         last = ops.equal(ops.mod(pos, n), 0)
         if batches:
             last = ops.logical_or(last, ops.equal(pos, batches))
-        ops.cond(last, step, add)
+        if keras.backend.backend() == "jax":
+            self._jax_window(last, sums, parts, trainable_variables)
+        else:
+            ops.cond(last, step, add)
         micro.assign_add(1)
         return None
+
+    def _jax_window(self, last: Any, sums: list[Any], parts: list[Any], trainable_variables: list[Any]) -> None:
+        """The window's step on JAX, where a branch of ``lax.cond`` cannot assign variables.
+
+        JAX runs the optimizer statelessly (``stateless_apply`` inside ``jax.jit``: every assignment goes to
+        a StatelessScope), so, as Keras's own JaxOptimizer does for its ``gradient_accumulation_steps``, the
+        step is computed on every micro-batch with the window's summed gradient and its results are kept
+        only when the window closes (``where(last, new, old)``: a select, the kept values are bit-exact).
+        """
+        own = {id(s) for s in sums} | {id(self._micro_batches), id(self._updates)}
+        kept = [v for v in self.variables if id(v) not in own]  # slots, learning rate, iterations
+        old_params = [v.value for v in trainable_variables]
+        old_slots = [v.value for v in kept]
+        total = [ops.add(s, g) for s, g in zip(sums, parts)]
+        grads = self._clip_total_norm(total) if self.clip_norm is not None else total
+        _TorchRuleOptimizer._base_apply(self, grads, trainable_variables)
+        for var, old in zip(trainable_variables, old_params):
+            var.assign(ops.where(last, var.value, old))
+        for var, old in zip(kept, old_slots):
+            var.assign(ops.where(last, var.value, old))
+        for s, t in zip(sums, total):
+            s.assign(ops.where(last, ops.zeros_like(t), t))
+        self._updates.assign_add(ops.cast(last, self._updates.dtype))
 
     def _base_apply(self, grads: list[Any], trainable_variables: list[Any]) -> None:
         keras.optimizers.Optimizer._backend_apply_gradients(self, grads, trainable_variables)
