@@ -237,18 +237,18 @@ class IgniteRule(Rule):
                           "resuming through Checkpoint.load_objects: the facade resumes with "
                           "trainer.fit(..., resume=<run_dir or checkpoints/last.ckpt>)")
         # result reads: evaluator.state.metrics[...] and trainer.state.*
-        for c in self.calls:
-            if self.method(c) == "load_objects" and self.fw_last(c.func) in ("load_objects", None):
-                self.find(c, f"{self.code(c.func)}(...)", "manual", "checkpoint.resume",
-                          "resuming through Checkpoint.load_objects: the facade resumes with "
-                          "trainer.fit(..., resume=<run_dir or checkpoints/last.ckpt>)")
-        # result reads: evaluator.state.metrics[...] and trainer.state.*
         self._state_reads(name, ev_names, metric_map, keys_read)
         if not run_calls:
             self.find(call, f"{self.code(call.func)}()", "manual", "trainer.run", f"{name}.run(...) not found")
             return
-        for c in run_calls:
-            self._run(c, name, model, val_loader, trainer_cfg)
+        for i, c in enumerate(run_calls):
+            if i == 0:
+                self._run(c, name, model, val_loader, trainer_cfg)
+                continue
+            self.find(c, f"{name}.run()", "manual", "trainer.run-again",
+                      f"a second {name}.run() continues the engine where it stopped; UnifiedTrainer.fit starts "
+                      f"afresh: continue with {name}.fit(model=..., data=..., resume={name}.result.run_dir) and "
+                      "a larger trainer.max_epochs")
         seeds = [c for c in self.calls if self.fw_last(c.func) == "manual_seed"]
         seed = None
         for s in seeds:
@@ -431,7 +431,7 @@ class IgniteRule(Rule):
                 self.remove(stmt)
             return None
         fn = self.functions.get(self.code(handler)) if isinstance(handler, cst.Name) else None
-        why = "not a function of this file" if fn is None else (
+        why = ("a lambda" if isinstance(handler, cst.Lambda) else "not a function of this file") if fn is None else (
             "extra handler arguments" if len(c.args) != 2 else (
                 "its result is used" if not self.is_statement(c) else None))
         if fn is not None and why is None:
