@@ -173,6 +173,13 @@ def _layers(keras: Any) -> SimpleNamespace:
         def _suffixes(self) -> tuple[str, ...]:
             return ("", "_reverse") if self.bidirectional else ("",)
 
+        def build(self, input_shape: Any) -> None:
+            # Build every cell here (not lazily in call), so a model reloaded from .keras finds their variables.
+            per_layer = len(self._suffixes())
+            for i, rnn in enumerate(self.rnns):
+                width = input_shape[-1] if i < per_layer else self.hidden_size * per_layer
+                rnn.build((input_shape[0], input_shape[1], width))
+
         def call(self, x: Any, training: Any = None) -> Any:
             per_layer = len(self._suffixes())
             for k in range(self.num_layers):
@@ -273,6 +280,11 @@ def _layers(keras: Any) -> SimpleNamespace:
 
     return SimpleNamespace(TorchBatchNorm=TorchBatchNorm, TorchRNNCell=TorchRNNCell, TorchRNN=TorchRNN,
                            TorchAttention=TorchAttention, PositionEmbedding=PositionEmbedding)
+
+
+def custom_objects(keras: Any) -> dict[str, type]:
+    """The custom layers by name, for ``keras.saving.load_model(path, custom_objects=...)`` in a new process."""
+    return dict(vars(_layers(keras)))
 
 
 # -- the builds --------------------------------------------------------------------------------------------
