@@ -130,12 +130,19 @@ def _measure(targets: dict[str, tuple[str, str, bytes]], args: argparse.Namespac
         _drive(call, args.clients, min(200, args.requests), args.seconds)  # warm-up
     lat: dict[str, list[float]] = {label: [] for label in targets}
     wall = dict.fromkeys(targets, 0.0)
+    p50s: dict[str, list[float]] = {label: [] for label in targets}
     for _ in range(args.rounds):
         for label, call in calls.items():
             r = _drive(call, args.clients, args.requests // args.rounds, args.seconds / args.rounds)
             lat[label] += r["lat"]
             wall[label] += r["wall_s"]
-    return {label: _stats(lat[label], wall[label]) for label in targets}
+            p50s[label].append(r["p50_ms"])
+    return {label: {**_stats(lat[label], wall[label]), "round_p50_ms": p50s[label]} for label in targets}
+
+
+def _round_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Median over rounds of p50(a) / p50(b) measured back to back (robust to a drifting machine load)."""
+    return float(np.median(np.array(a["round_p50_ms"]) / np.array(b["round_p50_ms"])))
 
 
 def _stats(lat: list[float], wall: float) -> dict[str, float]:
@@ -247,6 +254,7 @@ def run_protocols(export: Path, name: str, x: np.ndarray, args: argparse.Namespa
     report["in_process"] = _in_process(export, x, args)
     for proto in args.protocols:
         report[proto]["p50_vs_floor"] = report[proto]["p50_ms"] / report["floor"]["p50_ms"]
+        report[proto]["p50_vs_floor_by_round"] = _round_ratio(report[proto], report["floor"])
     return report
 
 
@@ -258,6 +266,7 @@ def run_batching(export: Path, x: np.ndarray, args: argparse.Namespace) -> dict[
         report["off"]["metrics"], report["on"]["metrics"] = _batch_stats(off.url), _batch_stats(on.url)
     report["throughput_ratio"] = report["on"]["throughput_rps"] / report["off"]["throughput_rps"]
     report["p50_ratio"] = report["on"]["p50_ms"] / report["off"]["p50_ms"]
+    report["p50_ratio_by_round"] = _round_ratio(report["on"], report["off"])
     return report
 
 
@@ -321,7 +330,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1, help="rows per request")
     ap.add_argument("--requests", type=int, default=3000, help="requests per measurement (upper bound)")
     ap.add_argument("--seconds", type=float, default=30.0, help="time limit per measurement")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measurement (shared machines)")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds per measurement (shared machines)")
     ap.add_argument("--protocols", default="predict", help="comma list of predict, v2, tfserving")
     ap.add_argument("--compare-batching", action="store_true", help="batching off vs on instead of the protocols")
     ap.add_argument("--check", action="store_true", help="protocol answers vs onnxruntime in-process instead")
@@ -364,14 +373,16 @@ def main() -> int:
         for label in ("off", "on"):
             r = report[label]
             print(_row(f"batching {label} ({r['metrics']['mean_rows_per_call']:.1f} rows per runtime call)", r))
-        print(f"batching on / off: throughput x{report['throughput_ratio']:.2f}, p50 x{report['p50_ratio']:.2f}")
+        print(f"batching on / off: throughput x{report['throughput_ratio']:.2f}, p50 x{report['p50_ratio']:.2f} "
+              f"(median of per-round p50 ratios x{report['p50_ratio_by_round']:.2f})")
         return 0
     for proto in args.protocols:
         print(_row(f"unified serve, {proto}", report[proto]))
     print(_row("floor: empty FastAPI endpoint, same stack", report["floor"]))
     print(_row("onnxruntime in-process", report["in_process"]))
     for proto in args.protocols:
-        print(f"{proto}: p50 x{report[proto]['p50_vs_floor']:.2f} vs the empty endpoint, "
+        print(f"{proto}: p50 x{report[proto]['p50_vs_floor']:.2f} vs the empty endpoint (median of per-round "
+              f"ratios x{report[proto]['p50_vs_floor_by_round']:.2f}), "
               f"x{report[proto]['p50_ms'] / report['in_process']['p50_ms']:.0f} vs onnxruntime in-process")
     return 0
 

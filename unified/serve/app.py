@@ -10,7 +10,7 @@ from typing import Any, Optional, Union
 
 from unified.errors import SpecError
 from unified.serve import schemas
-from unified.serve.context import ServerContext, json_response, refusal
+from unified.serve.context import ServerContext, add_hot_route, json_response, refusal
 from unified.serve.metrics import LOG_FORMATS, ObserveMiddleware, ServeMetrics, access_logger
 from unified.serve.model import ServedModel, load_model, require
 from unified.serve.tensors import DEFAULT_MAX_BODY, DEFAULT_MAX_ROWS, BadRequest, parse_inputs
@@ -118,7 +118,6 @@ def build_app(model: ServedModel, *, max_rows: int = DEFAULT_MAX_ROWS, max_body_
     predict_doc = schemas.body(schemas.predict(model.sample_shape, max_rows),
                                {400: schemas.DETAIL, 413: schemas.DETAIL, 422: schemas.DETAIL})
 
-    @app.post("/predict", tags=["native"], openapi_extra=predict_doc)
     async def predict(request: Request) -> Any:
         try:
             x = await ctx.read(request, lambda b: parse_inputs(b, None, max_rows, model.sample_shape))
@@ -130,6 +129,8 @@ def build_app(model: ServedModel, *, max_rows: int = DEFAULT_MAX_ROWS, max_body_
             return json_response({"detail": f"the model refused the inputs: {refusal(str(e) or type(e).__name__)}"},
                                  422)
         return json_response({"outputs": outputs, "predictions": model.predictions(outputs)})
+
+    add_hot_route(app, "/predict", predict, predict, ["POST"], tags=["native"], openapi_extra=predict_doc)
 
     v2.add_routes(app, ctx)
     tfserving.add_routes(app, ctx)

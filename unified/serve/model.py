@@ -85,8 +85,34 @@ def load_model(artifact: Union[str, Path], fmt: Optional[str] = None, name: Opti
         raise SpecError(f"{name!r} is not a usable model name: letters, digits, '.', '_', '-' (at most 128, "
                         f"starting with a letter or digit)", path="--model-name")
     start = time.perf_counter()
-    runner = load_runner(entry["format"], path, entry)
+    runner = _onnx_for_serving(path, entry) if entry["format"] == "onnx" else None
+    runner = runner or load_runner(entry["format"], path, entry)
     return ServedModel(name, manifest, entry, runner, load_time_s=time.perf_counter() - start)
+
+
+def _onnx_for_serving(path: Path, entry: dict[str, Any]) -> Optional[Runner]:
+    """An onnxruntime session tuned for a server: intra-op threads sleep between calls instead of spinning.
+
+    By default onnxruntime's worker threads busy-wait after each call; in a server they then take the
+    cores the event loop needs to read and parse the next requests (one measurement on a loaded 2-core
+    machine, a 4096-wide MLP under 16 clients: batched throughput x1.7 of unbatched with spinning, x2.2
+    without). None when onnxruntime is missing (:func:`load_runner` then names the pip extra).
+    """
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    name = entry.get("input_name") or session.get_inputs()[0].name
+    out = entry.get("output_name") or session.get_outputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run([out], {name: x})[0]
+
+    return Runner("onnx", f"onnxruntime {ort.__version__}", run)  # InferenceSession.run is thread-safe
 
 
 def default_model_name(manifest: dict[str, Any], path: Path) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from unified.serve import schemas
-from unified.serve.context import ServerContext, json_response, refusal
+from unified.serve.context import ServerContext, add_hot_route, json_response, refusal
 from unified.serve.model import ServedModel
 from unified.serve.tensors import BadRequest, kind, load_json, to_batch
 
@@ -141,8 +141,12 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
 
     body = schemas.body(schemas.tf_predict(model.input_name, model.sample_shape, ctx.max_rows), {400: schemas.ERROR, 404: schemas.ERROR, 413: schemas.ERROR})
     base, versioned = "/v1/models/{model_name}", "/v1/models/{model_name}/versions/{model_version}"
-    app.add_api_route(base + ":predict", predict, methods=["POST"], tags=["tfserving"], openapi_extra=body)
-    app.add_api_route(versioned + ":predict", predict_v, methods=["POST"], tags=["tfserving"], openapi_extra=body)
+    async def predict_raw(request: Request) -> Any:
+        params = request.path_params
+        return await _predict(params["model_name"], params.get("model_version"), request)
+
+    add_hot_route(app, base + ":predict", predict_raw, predict, ["POST"], tags=["tfserving"], openapi_extra=body)
+    add_hot_route(app, versioned + ":predict", predict_raw, predict_v, ["POST"], tags=["tfserving"], openapi_extra=body)
     app.add_api_route(base, model_status, methods=["GET"], tags=["tfserving"], openapi_extra=not_found)
     app.add_api_route(versioned, model_status_v, methods=["GET"], tags=["tfserving"], openapi_extra=not_found)
     app.add_api_route(base + "/metadata", model_metadata, methods=["GET"], tags=["tfserving"], openapi_extra=not_found)

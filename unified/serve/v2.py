@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from unified.serve import schemas
-from unified.serve.context import ServerContext, json_response, refusal
+from unified.serve.context import ServerContext, add_hot_route, json_response, refusal
 from unified.serve.model import ServedModel
 from unified.serve.tensors import BadRequest, finite_float32, kind, load_json, to_batch
 
@@ -225,6 +225,10 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
     async def infer(model_name: str, request: Request) -> Any:
         return await _infer(model_name, request, None)
 
+    async def infer_raw(request: Request) -> Any:
+        params = request.path_params
+        return await _infer(params["model_name"], request, params.get("model_version"))
+
     async def metadata_v(model_name: str, model_version: str) -> Any:
         return await _metadata(model_name, model_version)
 
@@ -244,5 +248,5 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
         app.add_api_route(prefix, md, methods=["GET"], tags=["v2"], openapi_extra=not_found)
         app.add_api_route(prefix + "/ready", rd, methods=["GET"], tags=["v2"], openapi_extra=not_found)
         app.add_api_route(prefix + "/config", cf, methods=["GET"], tags=["v2"], openapi_extra=not_found)
-        app.add_api_route(prefix + "/infer", inf, methods=["POST"], tags=["v2"],
-                          openapi_extra=schemas.body(infer_schema, err))
+        add_hot_route(app, prefix + "/infer", infer_raw, inf, ["POST"], tags=["v2"],
+                      openapi_extra=schemas.body(infer_schema, err))
