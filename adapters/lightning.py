@@ -137,6 +137,19 @@ class _Bridge(pl.Callback):
         self.events.exception(exception)
 
 
+def _strategy(spec: Any) -> Any:
+    """DDP with the job's collective timeout (``unified.distributed.timeout_s``) for several processes."""
+    if spec.trainer.devices * spec.trainer.num_nodes <= 1:
+        return "auto"
+    from datetime import timedelta
+
+    from pytorch_lightning.strategies import DDPStrategy
+
+    from unified.distributed import timeout_s
+
+    return DDPStrategy(timeout=timedelta(seconds=timeout_s()))
+
+
 class LightningAdapter(tc.TorchAdapter):
     name = "lightning"
     packages = ("torch", "pytorch-lightning")
@@ -166,7 +179,7 @@ class LightningAdapter(tc.TorchAdapter):
             # torchrun, so Lightning launches none itself (its environment sees LOCAL_RANK/WORLD_SIZE set)
             devices=spec.trainer.devices,
             num_nodes=spec.trainer.num_nodes,
-            strategy="ddp" if spec.trainer.devices * spec.trainer.num_nodes > 1 else "auto",
+            strategy=_strategy(spec),
             max_epochs=-1 if max_steps is not None else spec.trainer.max_epochs,
             max_steps=max_steps if max_steps is not None else -1,
             logger=False,  # the facade owns logging

@@ -80,7 +80,8 @@ def build_model(ctx: RunContext) -> nn.Module:
         if "keras" in sys.modules:
             sys.modules["keras"].utils.set_random_seed(spec.seed)
         model = call_factory(fn, in_features=ctx.dataset.in_features, out_features=ctx.dataset.out_features,
-                             task=spec.task, kwargs=spec.model.kwargs)
+                             task=spec.task, kwargs=spec.model.kwargs,
+                             in_shape=getattr(ctx.dataset, "sample_shape", None))
     if not isinstance(model, nn.Module):
         where = "the model passed to fit()" if ctx.user_model is not None else f"factory {spec.model.factory!r}"
         hint = ""
@@ -95,10 +96,15 @@ def build_model(ctx: RunContext) -> nn.Module:
     return model
 
 
-def _from_plan(plan: ModelPlan) -> nn.Module:
-    model = MLP(plan.widths, plan.activation, plan.dropout)
-    load_weights(model, plan.weights)
-    return model
+def _from_plan(plan: Any) -> nn.Module:
+    """The torch module of a built-in plan: the MLP, or an N-D arch (unified.adapters.torch_archs)."""
+    if isinstance(plan, ModelPlan):
+        model = MLP(plan.widths, plan.activation, plan.dropout)
+        load_weights(model, plan.weights)
+        return model
+    from unified.adapters.torch_archs import build_torch
+
+    return build_torch(plan)
 
 
 def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
@@ -218,17 +224,23 @@ def join_world(events: Any) -> Any:
 
     Returns the World. Makes ``events`` reduce what it logs across ranks (the mean train loss) and agree
     on stopping; each rank validates on the whole validation split, so validation metrics, and every
-    decision taken from them, are the same on all ranks without a reduction.
+    decision taken from them, are the same on all ranks without a reduction. The group's collectives time
+    out (``unified.distributed.timeout_s``), and SIGINT/SIGTERM stop every rank at the same batch boundary
+    (:class:`_SignalAgreement`), so a checkpoint written on the way out meets no half-finished collective.
     """
-    from unified.distributed import world_from_env
+    from unified.distributed import arm_watchdog, timeout_s, world_from_env
 
     world = world_from_env()
     if not world.distributed:
         return world
+    import datetime
+
     import torch.distributed as dist
 
-    if not dist.is_initialized():  # Lightning's DDP strategy initialises it itself
-        dist.init_process_group("gloo", rank=world.rank, world_size=world.world_size)
+    arm_watchdog()  # a signal ends this rank even while a collective blocks the main thread
+    if not dist.is_initialized():  # Lightning's DDP strategy initialises it itself (with the same timeout)
+        dist.init_process_group("gloo", rank=world.rank, world_size=world.world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s()))
 
     def mean(value: Any) -> Any:
         t = value.detach().float().clone() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
@@ -241,7 +253,62 @@ def join_world(events: Any) -> Any:
         return bool(t.item())
 
     events.reduce_mean, events.reduce_any = mean, any_rank
+    _SignalAgreement(events)
     return world
+
+
+class _SignalAgreement:
+    """SIGINT/SIGTERM on any rank stops all ranks at the same optimizer step (or epoch end).
+
+    A signal only notes itself here (the facade's guard calls :meth:`noted`). Each step's
+    ``train_batch_end`` starts an asynchronous MAX all-reduce of the noted signal and reads the previous
+    step's result, so every rank learns of a signal at the same boundary, one step later, without waiting
+    on the network; ``epoch_end`` agrees with a blocking all-reduce. The agreed signal goes to
+    ``events.request_interrupt``, and the loop contract does the rest (checkpoint, ``Interrupted``).
+    """
+
+    def __init__(self, events: Any) -> None:
+        import torch.distributed as dist
+
+        self.dist, self.events = dist, events
+        self.signum = 0
+        self.work: Any = None
+        self.buf: Any = None
+        guard = getattr(events, "signal_guard", None)
+        if guard is not None:
+            guard.on_signal = self.noted
+            guard.repeat_grace = 2.0  # the launcher forwards the terminal's Ctrl-C: not a second request
+        self._batch_end, self._epoch_end = events.train_batch_end, events.epoch_end
+        events.train_batch_end, events.epoch_end = self.train_batch_end, self.epoch_end
+
+    def noted(self, signum: int) -> None:
+        self.signum = max(self.signum, int(signum))
+
+    def _previous(self) -> int:
+        if self.work is None:
+            return 0
+        self.work.wait()
+        self.work = None
+        return int(self.buf.item())
+
+    def train_batch_end(self, loss: Any, global_step: int, batch_idx: int) -> bool:
+        agreed = self._previous()
+        if agreed:
+            self.events.request_interrupt(agreed)
+        else:
+            self.buf = torch.tensor([float(self.signum)])
+            self.work = self.dist.all_reduce(self.buf, op=self.dist.ReduceOp.MAX, async_op=True)
+        return self._batch_end(loss, global_step, batch_idx)
+
+    def epoch_end(self, val_metrics: Any) -> bool:
+        agreed = self._previous()
+        if not agreed:
+            t = torch.tensor([float(self.signum)])
+            self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+            agreed = int(t.item())
+        if agreed:
+            self.events.request_interrupt(agreed)
+        return self._epoch_end(val_metrics)
 
 
 def shard(idx: np.ndarray, rank: int, world_size: int) -> np.ndarray:
@@ -255,11 +322,17 @@ def shard(idx: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     return np.array_split(idx, world_size)[rank]
 
 
+def _model_input(x: np.ndarray) -> np.ndarray:
+    """Contiguous float32 model input; integer token ids stay int64 (embedding lookups)."""
+    x = np.asarray(x)
+    return np.ascontiguousarray(x, dtype=np.int64 if x.dtype == np.int64 else np.float32)
+
+
 class _SplitTensors(torch.utils.data.Dataset):
     """A split held as two tensors; indexed by a whole batch of indices at once (no per-sample collate)."""
 
     def __init__(self, split: Split) -> None:
-        self.x = torch.from_numpy(np.ascontiguousarray(split.x, dtype=np.float32))
+        self.x = torch.from_numpy(_model_input(split.x))
         self.y = torch.from_numpy(np.ascontiguousarray(split.y))
 
     def __len__(self) -> int:
@@ -369,7 +442,7 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarr
     outs = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32))
+            chunk = torch.from_numpy(_model_input(x[start:start + batch_size]))
             outs.append(model(chunk).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(outs) if outs else np.zeros((0,), dtype=np.float32)

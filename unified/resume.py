@@ -176,13 +176,21 @@ class SignalGuard:
         self.on_signal = on_signal
         self.received: Optional[int] = None
         self._previous: dict[int, Any] = {}
+        # Several processes: a Ctrl-C reaches every rank from the terminal and again from the launcher,
+        # which forwards it; a repeat within this many seconds is that echo, not a second request.
+        self.repeat_grace = 0.0
+        self._received_at = 0.0
 
     def _handler(self, signum: int, frame: Any) -> None:
+        import time
+
         from unified.errors import Interrupted
 
         if self.received is not None:
+            if time.monotonic() - self._received_at < self.repeat_grace:
+                return
             raise Interrupted(signum, f"interrupted again by signal {signum}; stopping now, without a checkpoint")
-        self.received = signum
+        self.received, self._received_at = signum, time.monotonic()
         self.on_signal(signum)
 
     def install(self) -> None:
