@@ -213,7 +213,7 @@ def _check_cnn(p: CNNParams, in_shape: Shape, in_dtype: Optional[str]) -> None:
 
 
 def _check_resnet(p: ResNetParams, in_shape: Shape, in_dtype: Optional[str]) -> None:
-    if p.depth not in RESNET_DEPTHS or isinstance(p.depth, bool):
+    if isinstance(p.depth, bool) or not isinstance(p.depth, (int, np.integer)) or p.depth not in RESNET_DEPTHS:
         raise _fail("depth", f"must be one of {', '.join(map(str, RESNET_DEPTHS))}, got {p.depth!r}")
     _positive_int(p, "width")
     _image_input("resnet", in_shape)
@@ -261,7 +261,10 @@ def validate(arch: str, params: Params, in_shape: Shape, in_dtype: Optional[str]
     info = _info(arch)
     if not isinstance(params, info.params):
         raise _fail("arch", f"{arch} takes {info.params.__name__}, got {type(params).__name__}")
-    info.check(params, tuple(int(d) for d in in_shape), in_dtype)
+    in_shape = tuple(int(d) for d in in_shape)
+    if not in_shape or min(in_shape) < 1:
+        raise SpecError(f"a sample's dimensions must all be >= 1, got {in_shape}", path="data.shape")
+    info.check(params, in_shape, in_dtype)
 
 
 def make_params(arch: str, values: Optional[Mapping[str, Any]] = None) -> Params:

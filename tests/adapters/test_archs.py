@@ -3,7 +3,8 @@
 Keras picks its backend once per process, so the Keras side runs in one subprocess per installed Keras
 backend (this file run as a script: ``python tests/adapters/test_archs.py --keras-side DIR``), all started
 together; the torch side runs here meanwhile. ``python tests/adapters/test_archs.py --report`` prints the
-measured max differences per case and backend (the table in docs/architectures.md).
+measured max differences per case and backend (the table in docs/architectures.md); with
+``UNIFIED_ARCHS_CASES=design`` it measures DESIGN.md's default sizes instead of the tiny test cases.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ OUT = 5
 LR = 0.5  # large, so that a wrong gradient (e.g. one bias where torch has two) shows after one step
 VOCAB = 11
 # case id -> (arch, params, one sample's shape); tiny so the whole file runs in well under a minute
-CASES: dict[str, tuple[str, dict[str, Any], tuple[int, ...]]] = {
+SMALL_CASES: dict[str, tuple[str, dict[str, Any], tuple[int, ...]]] = {
     "cnn_bn": ("cnn", {"channels": [4, 8], "hidden": [16]}, (3, 8, 8)),
     "cnn_plain_k2": ("cnn", {"channels": [4], "kernel_size": 2, "batch_norm": False, "hidden": []}, (1, 8, 8)),
     "resnet8": ("resnet", {"depth": 8, "width": 4}, (3, 8, 8)),
@@ -47,9 +48,22 @@ CASES: dict[str, tuple[str, dict[str, Any], tuple[int, ...]]] = {
     "transformer_dropout": ("transformer", {"d_model": 8, "num_heads": 2, "num_layers": 1, "dim_feedforward": 16,
                                             "max_len": 8, "dropout": 0.3}, (6, 3)),
 }
+# DESIGN.md's default sizes, for the measurement only (UNIFIED_ARCHS_CASES=design ... --report)
+DESIGN_CASES: dict[str, tuple[str, dict[str, Any], tuple[int, ...]]] = {
+    "cnn_default_3x32x32": ("cnn", {}, (3, 32, 32)),
+    "resnet20_3x32x32": ("resnet", {"depth": 20}, (3, 32, 32)),
+    "lstm_default_T50": ("lstm", {}, (50, 8)),
+    "lstm_bi2_tokens_T50": ("lstm", {"num_layers": 2, "bidirectional": True, "vocab_size": 1000}, (50,)),
+    "gru_bi2_T50": ("gru", {"num_layers": 2, "bidirectional": True}, (50, 8)),
+    "transformer_default_T64": ("transformer", {}, (64, 8)),
+    "transformer_tokens_gelu_T64": ("transformer", {"vocab_size": 1000, "activation": "gelu"}, (64,)),
+}
+CASES = DESIGN_CASES if os.environ.get("UNIFIED_ARCHS_CASES") == "design" else SMALL_CASES
 EVAL_ONLY = {c for c, (_, params, _) in CASES.items() if params.get("dropout")}
 # one compiled SGD step (a trace / jit per case, the costly part): one case per gradient structure
-STEP_CASES = ["cnn_bn", "resnet8", "lstm_bi2_tokens", "gru_bi2", "gru_tokens", "transformer_tokens_gelu"]
+STEP_CASES = [c for c in ("cnn_bn", "resnet8", "lstm_bi2_tokens", "gru_bi2", "gru_tokens", "transformer_tokens_gelu",
+                          "cnn_default_3x32x32", "resnet20_3x32x32", "lstm_bi2_tokens_T50", "gru_bi2_T50",
+                          "transformer_tokens_gelu_T64") if c in CASES]
 KERAS_BACKENDS = [b for b in ("tensorflow", "torch", "jax") if importlib.util.find_spec(b) is not None]
 STATS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -64,7 +78,7 @@ def _inputs() -> dict[str, np.ndarray]:
     xs = {}
     for case, (_, params, shape) in CASES.items():
         if params.get("vocab_size"):
-            xs[case] = rng.integers(0, VOCAB, size=(BATCH, *shape)).astype(np.int64)
+            xs[case] = rng.integers(0, params["vocab_size"], size=(BATCH, *shape)).astype(np.int64)
         else:
             xs[case] = rng.standard_normal((BATCH, *shape)).astype(np.float32)
     return xs
@@ -275,6 +289,8 @@ if __name__ != "__main__":
         ("lstm", {"hidden_size": 0}, (6, 3), None, "model.hidden_size"),
         ("lstm", {"bidirectional": "yes"}, (6, 3), None, "model.bidirectional"),
         ("mlp2", {}, (6, 3), None, "model.arch"),
+        ("resnet", {"depth": 8.0}, (3, 8, 8), None, "model.depth"),
+        ("cnn", {}, (1, 0, 8), None, "data.shape"),
     ]
 
     @pytest.mark.parametrize("arch,params,shape,dtype,field", BAD, ids=[f"{b[0]}-{b[4]}" for b in BAD])
