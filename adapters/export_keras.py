@@ -42,13 +42,13 @@ def quiet() -> Any:
 
 def serving_model(keras: Any, net: Any, pre: Any) -> Any:
     """A functional model taking raw features: the standardization layers, then ``net``."""
-    x = inputs = keras.Input((pre.in_features,), name=INPUT_NAME, dtype="float32")
-    if pre.standardize:
-        mean = np.asarray(pre.mean, dtype=np.float32)
-        std = np.asarray(pre.std, dtype=np.float32)
-        x = keras.layers.Rescaling(scale=1.0, offset=[float(-v) for v in mean], name="center")(x)
-        x = keras.layers.Rescaling(scale=[float(v) for v in (1.0 / std.astype(np.float64))], offset=0.0,
-                                   name="scale")(x)
+    x = inputs = keras.Input(tuple(int(d) for d in pre.sample_shape), name=INPUT_NAME, dtype=pre.input_dtype)
+    if pre.standardize and pre.input_dtype != "int64":
+        # (x - mean) / std; mean/std broadcast over one sample: [F] per feature, [C, 1, 1] per channel
+        mean = np.asarray(pre.mean, dtype=np.float64)
+        std = np.asarray(pre.std, dtype=np.float64)
+        x = keras.layers.Rescaling(scale=1.0, offset=(-mean).tolist(), name="center")(x)
+        x = keras.layers.Rescaling(scale=(1.0 / std).tolist(), offset=0.0, name="scale")(x)
     return keras.Model(inputs, net(x), name="exported")
 
 

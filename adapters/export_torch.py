@@ -64,7 +64,7 @@ def export_module(net: nn.Module, fmt: str, out_dir: Path, pre: Any, example: np
     if fmt not in FILES:
         raise NotSupportedError(f"the torch exporter writes {', '.join(FILES)}, not {fmt!r}")
     wrapped = Standardized(net, pre.mean, pre.std)
-    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
+    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.int64 if pre.input_dtype == "int64" else np.float32))
     path = out_dir / FILES[fmt]
     with _eval(net), torch.no_grad():
         wrapped.eval()

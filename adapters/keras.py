@@ -125,9 +125,10 @@ class KerasAdapter(BackendAdapter):
         # A user's model ending in softmax / sigmoid trains on its probabilities (adapters/keras_outputs.py).
         self.probs = output_activation(keras, self.net) if self.kind == "keras" else None
         self.model = _wrap(keras, self.net, self._keras_loss())
-        in_features = ctx.dataset.in_features if ctx.dataset is not None else None
-        if in_features is not None:
-            self.model(np.zeros((1, in_features), dtype=np.float32))  # builds every layer
+        sample_shape = getattr(ctx.dataset, "sample_shape", None) if ctx.dataset is not None else None
+        if sample_shape is not None:
+            dtype = np.int64 if getattr(ctx.dataset, "input_dtype", "float32") == "int64" else np.float32
+            self.model(np.zeros((1, *sample_shape), dtype=dtype))  # builds every layer
             if ctx.plan is not None:
                 self.set_weights(ctx.plan.weights)
         from unified.adapters.keras_optim import make_keras_optimizer
@@ -140,7 +141,10 @@ class KerasAdapter(BackendAdapter):
         if tr.gradient_clip_norm is not None:
             step_kwargs["clip_norm"] = tr.gradient_clip_norm
         self.optimizer = make_keras_optimizer(spec.optimizer, **step_kwargs)
-        self.model.compile(optimizer=self.optimizer, loss=self._keras_loss(), jit_compile=False)
+        # TensorFlow / torch: no XLA (the order of float32 operations torch's CPU kernels use, see
+        # keras_optim.py). JAX: the train step is one jax.jit function, as Keras runs it by default; without
+        # it every operation of the step is dispatched on its own (~10x slower per step).
+        self.model.compile(optimizer=self.optimizer, loss=self._keras_loss(), jit_compile=self.kb == "jax")
         self.steps_done = 0
         # The lr schedule: torch's formulas in pure Python (unified.schedules), applied to the optimizer's
         # learning-rate variable from the bridge. `scheduler` has state_dict() / load_state_dict().
@@ -165,8 +169,12 @@ class KerasAdapter(BackendAdapter):
         ctx, keras = self.ctx, self.keras
         if ctx.user_model is not None:
             return self._adopt(ctx.user_model, "the model passed to fit()")
-        if ctx.plan is not None:
+        if isinstance(ctx.plan, ModelPlan):
             return _mlp(keras, ctx.plan), "plan"
+        if ctx.plan is not None:  # an N-D arch (cnn, resnet, lstm, gru, transformer): unified.adapters.keras_archs
+            from unified.adapters.keras_archs import build_keras
+
+            return build_keras(keras, ctx.plan), "arch"
         assert ctx.dataset is not None
         fn = import_target(ctx.spec.model.factory, "model.factory")
         obj = call_factory(fn, in_features=ctx.dataset.in_features, out_features=ctx.dataset.out_features,
@@ -218,7 +226,7 @@ class KerasAdapter(BackendAdapter):
         """
         ds = self.ctx.dataset
         assert ds is not None
-        x, y = np.ascontiguousarray(ds.train.x, dtype=np.float32), self._targets(ds.train.y)
+        x, y = _model_input(ds.train.x), self._targets(ds.train.y)
         batches = [b for e in range(start, epochs) for b in ds.epoch_batches(e)][skip:]
         if self.kb == "tensorflow":
             import tensorflow as tf
@@ -323,7 +331,7 @@ class KerasAdapter(BackendAdapter):
         self.sync_state()
         acc = self.ctx.accumulator(split)
         for idx in ds.eval_batches(split):
-            xb = np.ascontiguousarray(data.x[idx], dtype=np.float32)
+            xb = _model_input(data.x[idx])
             out = to_logits(np.asarray(self._predict_batch(xb), dtype=np.float32), self.probs)
             acc.update(out, data.y[idx], _np_eval_loss_sum(self.loss_name, out, data.y[idx]), len(idx))
         return acc.compute()
@@ -336,7 +344,7 @@ class KerasAdapter(BackendAdapter):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         self.sync_state()
-        outs = [self._predict_batch(np.ascontiguousarray(x[i:i + 1024], dtype=np.float32))
+        outs = [self._predict_batch(_model_input(x[i:i + 1024]))
                 for i in range(0, len(x), 1024)]
         return np.concatenate(outs) if outs else np.zeros((0,), dtype=np.float32)
 
@@ -355,6 +363,10 @@ class KerasAdapter(BackendAdapter):
         self.sync_state()
         if self.kind == "torch":
             return {k: v.detach().cpu().numpy().copy() for k, v in self.net.module.state_dict().items()}
+        if self.kind == "arch":
+            from unified.adapters.keras_archs import torch_named_weights
+
+            return torch_named_weights(self.net)
         ops = self.keras.ops
         return {name: (ops.convert_to_numpy(v).T if t else ops.convert_to_numpy(v)).copy()
                 for name, v, t in self._named_variables()}
@@ -365,6 +377,11 @@ class KerasAdapter(BackendAdapter):
             import torch
 
             self.net.module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+            return
+        if self.kind == "arch":
+            from unified.adapters.keras_archs import load_torch_weights
+
+            load_torch_weights(self.net, weights)
             return
         named = self._named_variables()
         missing = [n for n, _, _ in named if n not in weights]
@@ -502,6 +519,12 @@ class _dtype_policy:
     def __exit__(self, *exc: Any) -> None:
         if self.name is not None:
             self.keras.config.set_dtype_policy(self.saved)
+
+
+def _model_input(x: np.ndarray) -> np.ndarray:
+    """Contiguous float32 model input; integer token ids stay int64 (embedding lookups)."""
+    x = np.asarray(x)
+    return np.ascontiguousarray(x, dtype=np.int64 if x.dtype == np.int64 else np.float32)
 
 
 def _mlp(keras: Any, plan: ModelPlan) -> Any:

@@ -218,7 +218,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     metrics = build_metrics(spec, dataset.num_classes, trainer.base_dir)
     check_monitors(spec, [m.name for m in metrics])
     if spec.model.arch is not None:
-        build_plan(spec, dataset.in_features, dataset.out_features)
+        build_plan(spec, dataset.sample_shape, dataset.out_features, dataset.input_dtype)
     else:
         import_target(spec.model.factory, "model.factory", trainer.base_dir)
     build_callbacks(spec, trainer.base_dir)

@@ -12,7 +12,7 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -53,14 +53,37 @@ def mlp_initial_weights(seed: int, widths: list[int]) -> dict[str, np.ndarray]:
     return weights
 
 
-def build_plan(spec: Any, in_features: int, out_features: int) -> ModelPlan:
-    """The plan of ``spec.model`` (a built-in arch) for the data's feature and output counts."""
+def build_plan(spec: Any, in_shape: Union[int, Sequence[int]], out_features: int,
+               in_dtype: Optional[str] = None) -> Any:
+    """The plan of ``spec.model`` (a built-in arch) for samples of ``in_shape`` and ``out_features`` outputs.
+
+    Args:
+        spec: the resolved spec.
+        in_shape: one sample's shape (an int: a table's feature count).
+        out_features: the model's output width.
+        in_dtype: the samples' dtype (``int64``: token ids), when known.
+
+    Returns:
+        A :class:`ModelPlan` (``mlp``) or a :class:`unified.archs.ArchPlan` (cnn, resnet, lstm, gru, transformer).
+
+    Raises:
+        SpecError: the arch cannot take samples of this shape, or a bad arch field.
+    """
+    from unified.archs import ARCHS, build_arch_plan
+
     m = spec.model
+    shape = (int(in_shape),) if isinstance(in_shape, (int, np.integer)) else tuple(int(d) for d in in_shape)
     if m.arch == "mlp":
-        plan = ModelPlan("mlp", in_features, out_features, list(m.hidden), m.activation, m.dropout)
+        if len(shape) != 1:
+            raise SpecError(f"mlp takes rows [n, features], but the samples are shaped {shape}: use an arch for "
+                            f"images ({', '.join(a for a in ARCHS if a in ('cnn', 'resnet'))}) or sequences "
+                            f"(lstm, gru, transformer), or drop data.shape", path="model.arch")
+        plan = ModelPlan("mlp", shape[0], out_features, list(m.hidden), m.activation, m.dropout)
         plan.weights = mlp_initial_weights(spec.seed, plan.widths)
         return plan
-    raise NotSupportedError(f"model.arch: {m.arch!r} is not supported yet; use 'mlp' or a factory")
+    if m.arch in ARCHS:
+        return build_arch_plan(m.arch, m.arch_params(), spec.seed, shape, out_features, in_dtype)
+    raise NotSupportedError(f"model.arch: {m.arch!r} is not supported; expected mlp, {', '.join(ARCHS)} or a factory")
 
 
 def import_target(target: str, field: str, base_dir: Optional[str] = None) -> Any:
@@ -84,25 +107,29 @@ def import_target(target: str, field: str, base_dir: Optional[str] = None) -> An
 
 
 def call_factory(
-    fn: Callable[..., Any], *, in_features: int, out_features: int, task: str, kwargs: dict[str, Any]
+    fn: Callable[..., Any], *, in_features: int, out_features: int, task: str, kwargs: dict[str, Any],
+    in_shape: Optional[Sequence[int]] = None,
 ) -> Any:
     """Call a model factory with the arguments it accepts.
 
-    It receives ``in_features``, then ``num_classes`` (classification) or ``out_features`` (binary:
-    1, regression: the target width), then the spec's ``model.kwargs``.
+    It receives ``in_features`` (values per sample) and ``in_shape`` (one sample's shape, e.g. ``(1, 8, 8)``),
+    then ``num_classes`` (classification) or ``out_features`` (binary: 1, regression: the target width), then
+    the spec's ``model.kwargs``.
     """
-    offered: dict[str, Any] = {"in_features": in_features}
+    offered: dict[str, Any] = {"in_features": in_features,
+                               "in_shape": tuple(in_shape) if in_shape is not None else (in_features,)}
     if task == "classification":
         offered["num_classes"] = out_features
     offered["out_features"] = out_features
     offered.update(kwargs)
+    legacy = {k: v for k, v in offered.items() if k != "in_shape"}  # in_shape only to factories that name it
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
-        return fn(**offered)
+        return fn(**legacy)
     params = sig.parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        call = offered
+        call = offered if "in_shape" in params else legacy
     else:
         call = {k: v for k, v in offered.items() if k in params}
         unknown = [k for k in kwargs if k not in params]

@@ -229,7 +229,7 @@ class UnifiedTrainer:
                 raise SpecError("fit(data=<loaders>) needs fit(model=...) too: the built-in models need the "
                                 "feature count, which native loaders do not tell", path="model")
             if spec.model.arch is not None:
-                plan = build_plan(spec, dataset.in_features, dataset.out_features)
+                plan = build_plan(spec, dataset.sample_shape, dataset.out_features, dataset.input_dtype)
             else:
                 import_target(spec.model.factory, "model.factory", self.base_dir)
         callbacks = build_callbacks(spec, self.base_dir) + self.extra_callbacks

@@ -216,7 +216,7 @@ def test_transform_validates_shape():
     assert_one_line(e, "expected 4 features", "got 3")
     with pytest.raises(DataError) as e:
         ds.transform(np.zeros(4))
-    assert_one_line(e, "2-D")
+    assert_one_line(e, "expected samples shaped [4]", "a batch")
 
 
 # -- labels --------------------------------------------------------------------------------------------
@@ -270,13 +270,35 @@ def test_multi_output_regression():
 @pytest.mark.parametrize("x, expect", [
     ([[1.0, np.nan], [2.0, 3.0], [np.inf, 1.0], [0.0, 0.0]], "2 NaN/inf values"),
     ([["a", "b"], ["c", "d"], ["e", "f"], ["g", "h"]], "must be numeric"),
-    (np.zeros((4, 2, 2)), "2-D"),
     (np.zeros((3, 2)), "3 rows but y has 4"),
 ])
 def test_bad_features(x, expect):
     with pytest.raises(DataError) as e:
         dataset_from_arrays(x, [0, 1, 0, 1], make_spec(val_fraction=0.0))
     assert_one_line(e, "data.source", expect)
+
+
+def test_samples_of_any_shape_and_data_shape():
+    """N-D samples pass through (images N,C,H,W standardized per channel, sequences N,T,F per feature);
+    data.shape views flat rows as samples, and transform() takes raw rows the same way."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2, 3, 3)) * np.array([1.0, 10.0]).reshape(1, 2, 1, 1) + 5.0
+    spec = make_spec(val_fraction=0.25, standardize=True)
+    ds = dataset_from_arrays(x, rng.integers(0, 2, 40), spec)
+    assert ds.sample_shape == (2, 3, 3) and ds.mean.shape == (2, 1, 1) and ds.train.x.dtype == np.float32
+    per_channel = ds.train.x.transpose(1, 0, 2, 3).reshape(2, -1)
+    assert np.allclose(per_channel.mean(axis=1), 0, atol=1e-5) and np.allclose(per_channel.std(axis=1), 1, atol=1e-4)
+    seq = dataset_from_arrays(rng.normal(size=(40, 5, 3)), rng.integers(0, 2, 40), spec)
+    assert seq.sample_shape == (5, 3) and seq.mean.shape == (3,)
+
+    viewed = load_dataset(make_spec("sklearn:digits", shape=[1, 8, 8]))
+    assert viewed.sample_shape == (1, 8, 8) and viewed.in_features == 64
+    from sklearn.datasets import load_digits
+
+    assert viewed.transform(load_digits().data[:3]).shape == (3, 1, 8, 8)
+    with pytest.raises(DataError) as e:
+        load_dataset(make_spec("sklearn:digits", shape=[3, 8, 8]))
+    assert_one_line(e, "data.shape", "192 values per sample", "64")
 
 
 def test_one_d_x_becomes_one_column():

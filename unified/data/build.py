@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from unified.data.dataset import Dataset, Split, split_indices
-from unified.data.features import apply_standardize, as_float_matrix, fit_standardize
+from unified.data.features import apply_standardize, as_samples, fit_standardize
 from unified.data.labels import as_label_array, encode_splits
 from unified.data.sources import RawData, read_source
 from unified.errors import DataError
@@ -61,13 +61,18 @@ def build(spec: "Spec", raw: RawData) -> Dataset:
     d = spec.data
     task = spec.task
     where = f"{raw.where}: " if raw.where else ""
+    view = tuple(d.shape) if d.shape else None
+    token_ids = getattr(spec.model, "vocab_size", None) is not None
+    if token_ids and d.standardize:
+        raise DataError("token ids (model.vocab_size is set) are not standardized; set data.standardize: false",
+                        path="data.standardize")
 
     parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, pair in (("train", (raw.x, raw.y)), ("val", raw.val), ("test", raw.test)):
         if pair is None:
             continue
         label = "" if name == "train" and raw.val is None and raw.test is None else f"{name} "
-        x = as_float_matrix(pair[0], what=f"{where}{label}x", path="data.source")
+        x = as_samples(pair[0], what=f"{where}{label}x", path="data.source", shape=view, token_ids=token_ids)
         y = as_label_array(pair[1], what=f"{where}{label}y")
         if y.shape[0] != x.shape[0]:
             raise DataError(f"{where}{label}x has {x.shape[0]} rows but y has {y.shape[0]}", path="data.source")
@@ -78,9 +83,9 @@ def build(spec: "Spec", raw: RawData) -> Dataset:
         parts[name] = (x, y)
 
     x_all = parts["train"][0]
-    widths = {name: p[0].shape[1] for name, p in parts.items()}
+    widths = {name: tuple(p[0].shape[1:]) for name, p in parts.items()}
     if len(set(widths.values())) > 1:
-        raise DataError(f"{where}splits have different feature counts: {widths}", path="data.source")
+        raise DataError(f"{where}splits have different sample shapes: {widths}", path="data.source")
 
     ys, classes = encode_splits({name: p[1] for name, p in parts.items()}, task, where)
 
@@ -104,16 +109,19 @@ def build(spec: "Spec", raw: RawData) -> Dataset:
     mean = std = None
     if d.standardize:
         mean, std = fit_standardize(xs["train"])
-    splits = {name: Split(apply_standardize(xs[name], mean, std), ys[name]) for name in xs}
+    if token_ids:  # int64 token ids go to the model as they are
+        splits = {name: Split(np.ascontiguousarray(xs[name]), ys[name]) for name in xs}
+    else:
+        splits = {name: Split(apply_standardize(xs[name], mean, std), ys[name]) for name in xs}
 
     names = raw.feature_names
-    width = x_all.shape[1]
+    width = int(np.prod(x_all.shape[1:]))
     if names is None or len(names) != width:
         names = [f"x{i}" for i in range(width)]
     return Dataset(
         train=splits["train"], val=splits.get("val"), test=splits.get("test"), task=task, classes=classes,
         feature_names=[str(c) for c in names], mean=mean, std=std, batch_size=int(d.batch_size),
-        shuffle=bool(d.shuffle), seed=int(spec.seed),
+        shuffle=bool(d.shuffle), seed=int(spec.seed), view_shape=view,
     )
 
 

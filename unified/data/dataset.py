@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from unified.data.features import apply_standardize, as_float_matrix
+from unified.data.features import apply_standardize, as_samples
 from unified.data.labels import class_index, decode_indices, encode_known
 from unified.errors import DataError
 
@@ -59,13 +59,24 @@ class Dataset:
     batch_size: int
     shuffle: bool
     seed: int
+    view_shape: Optional[tuple[int, ...]] = None  # data.shape: raw rows are viewed as samples of this shape
     _class_index: Optional[dict] = field(default=None, init=False, repr=False, compare=False)
 
     # -- shapes --------------------------------------------------------------------------------------
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape: ``(F,)`` (tables), ``(T, F)`` / ``(T,)`` (sequences), ``(C, H, W)`` (images)."""
+        return tuple(int(d) for d in self.train.x.shape[1:])
+
+    @property
+    def input_dtype(self) -> str:
+        """``"float32"``, or ``"int64"`` for token ids."""
+        return "int64" if self.train.x.dtype == np.int64 else "float32"
+
+    @property
     def in_features(self) -> int:
-        """Number of input features (columns of ``x``)."""
-        return int(self.train.x.shape[1])
+        """Number of input values per sample (the columns of a table)."""
+        return int(np.prod(self.sample_shape))
 
     @property
     def out_features(self) -> int:
@@ -127,9 +138,22 @@ class Dataset:
         Raises:
             DataError: ``x_raw`` is not 2-D numeric or has the wrong number of features.
         """
-        x = as_float_matrix(x_raw, what="x", allow_1d=False)
-        if x.shape[1] != self.in_features:
-            raise DataError(f"expected {self.in_features} features per row, got {x.shape[1]} (shape {x.shape})")
+        x = np.asarray(x_raw) if not isinstance(x_raw, np.ndarray) else x_raw
+        token_ids = self.input_dtype == "int64"
+        if self.view_shape is not None and x.ndim >= 1 and x.shape[1:] != self.sample_shape:
+            x = as_samples(x, what="x", shape=self.view_shape, token_ids=token_ids)  # raw rows, as the source gave
+        else:
+            if x.ndim == 1 and self.sample_shape != (1,):
+                raise DataError(f"expected samples shaped {list(self.sample_shape)} (a batch: [n, "
+                                f"{', '.join(map(str, self.sample_shape))}]), got shape {list(x.shape)}")
+            x = as_samples(x, what="x", token_ids=token_ids)
+        if x.shape[1:] != self.sample_shape:
+            if len(self.sample_shape) == 1:
+                raise DataError(f"expected {self.in_features} features per row, got {x.shape[1]} (shape {x.shape})")
+            raise DataError(f"expected samples shaped {list(self.sample_shape)}, got {list(x.shape[1:])} "
+                            f"(batch shape {list(x.shape)})")
+        if token_ids:
+            return np.ascontiguousarray(x)
         return apply_standardize(x, self.mean, self.std)
 
     def encode_targets(self, y_raw: Any) -> np.ndarray:

@@ -1,4 +1,9 @@
-"""Feature matrices: validation into a 2-D numeric array, and standardization with train statistics."""
+"""Model inputs: validation into numeric arrays of samples of any shape, and standardization with train statistics.
+
+Canonical layouts: tables ``[N, F]``; sequences ``[N, T, F]`` (float) or ``[N, T]`` (integer token ids);
+images ``[N, C, H, W]`` (channels first). Standardization is per feature for tables and sequences (the last
+axis) and per channel for images (axis 1 of a sample of rank >= 3), fitted on the train split.
+"""
 
 from __future__ import annotations
 
@@ -33,11 +38,61 @@ def as_float_matrix(x: Any, *, what: str = "x", path: Optional[str] = None, allo
     return arr
 
 
+def as_samples(x: Any, *, what: str = "x", path: Optional[str] = None, shape: Optional[tuple[int, ...]] = None,
+               token_ids: bool = False) -> np.ndarray:
+    """``x`` as an array of samples ``[N, ...]``: float, or int64 token ids when ``token_ids``.
+
+    A 1-D ``x`` is one feature per row. ``shape`` (``data.shape``) views each row as one sample of that
+    shape (``[N, 64]`` -> ``[N, 1, 8, 8]``).
+
+    Raises:
+        DataError: ragged or non-numeric values, a ``shape`` that does not fit the rows, or token ids that
+            are not whole numbers >= 0; worded with ``what``.
+    """
+    try:
+        arr = np.asarray(x)
+    except ValueError as e:  # ragged lists
+        raise DataError(f"{what}: cannot make an array ({one_line(e)})", path=path) from None
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"{what} must be numeric, got dtype {arr.dtype}", path=path) from None
+    if arr.ndim == 0:
+        raise DataError(f"{what} must hold one sample per row, got a scalar", path=path)
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if shape is not None:
+        per_row = int(np.prod(arr.shape[1:]))
+        if per_row != int(np.prod(shape)):
+            raise DataError(f"{what}: data.shape {list(shape)} holds {int(np.prod(shape))} values per sample, but "
+                            f"each row has {per_row} (rows shaped {tuple(arr.shape[1:])})", path="data.shape")
+        arr = arr.reshape(arr.shape[0], *shape)
+    if token_ids:
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
+                raise DataError(f"{what}: token ids (model.vocab_size is set) must be whole numbers", path=path)
+        if arr.size and arr.min() < 0:
+            raise DataError(f"{what}: token ids must be >= 0, got {arr.min()}", path=path)
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def channel_axis(rank: int) -> int:
+    """The axis standardized separately in a batch of rank ``rank``: 1 (channels) for images, else the last."""
+    return 1 if rank >= 4 else rank - 1
+
+
 def fit_standardize(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature float32 ``(mean, std)`` of the train split (computed in float64; a zero std becomes 1)."""
+    """Float32 ``(mean, std)`` of the train split per feature (tables, sequences: ``[F]``) or per channel
+    (images: ``[C, 1, 1]``), computed in float64; a zero std becomes 1. They broadcast over one sample."""
     x64 = x_train.astype(np.float64)
-    mean = x64.mean(axis=0)
-    std = x64.std(axis=0)
+    keep = channel_axis(x64.ndim)
+    axes = tuple(a for a in range(x64.ndim) if a != keep)
+    mean = x64.mean(axis=axes, keepdims=True)[0]
+    std = x64.std(axis=axes, keepdims=True)[0]
+    if keep == x64.ndim - 1:  # per feature: a flat [F] vector, as tables have always stored it
+        mean, std = mean.reshape(-1), std.reshape(-1)
     std[~(std > 0)] = 1.0
     return mean.astype(np.float32), std.astype(np.float32)
 

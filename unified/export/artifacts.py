@@ -129,9 +129,9 @@ def export_model(adapter: Any, spec: Any, pre: Preprocess, probe: np.ndarray, pr
     check_formats(adapter_cls, spec, formats, verify=verify)
     exporter = _exporter(adapter_cls)
     out_dir = Path(out_dir)
-    probe = np.ascontiguousarray(probe, dtype=np.float32)
-    if probe.ndim != 2 or probe.shape[1] != pre.in_features:
-        raise SpecError(f"probe batch must be [n, {pre.in_features}], got shape {probe.shape}")
+    probe = np.ascontiguousarray(probe, dtype=np.int64 if pre.input_dtype == "int64" else np.float32)
+    if list(probe.shape[1:]) != list(pre.sample_shape):
+        raise SpecError(f"probe batch must be [n, {', '.join(map(str, pre.sample_shape))}], got shape {probe.shape}")
     if len(probe) < 2:  # a batch of 2+ keeps the batch axis dynamic in traced graphs
         probe = np.concatenate([probe, probe])
     reference = np.asarray(adapter.predict(pre.apply(probe)), dtype=np.float32)

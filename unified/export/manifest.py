@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 from unified.errors import SpecError
 
 MANIFEST = "manifest.json"
@@ -49,12 +51,12 @@ def build_manifest(*, pre: Any, out_shape: tuple[int, ...], source: dict[str, An
         "task": pre.task,
         "classes": pre.classes,
         "input": {
-            "name": INPUT_NAME, "shape": [None, pre.in_features], "dtype": "float32",
+            "name": INPUT_NAME, "shape": [None, *map(int, pre.sample_shape)], "dtype": pre.input_dtype,
             "features": list(pre.feature_names),
             "preprocessing": {
                 "standardize": pre.standardize, "in_graph": pre.standardize,
-                "mean": None if pre.mean is None else [float(v) for v in pre.mean],
-                "std": None if pre.std is None else [float(v) for v in pre.std],
+                "mean": None if pre.mean is None else np.asarray(pre.mean, dtype=np.float64).tolist(),
+                "std": None if pre.std is None else np.asarray(pre.std, dtype=np.float64).tolist(),
             },
         },
         "output": {"name": OUTPUT_NAME, "shape": [None, *out_shape], "dtype": "float32",

@@ -28,7 +28,11 @@ class Preprocess:
         in_features: number of raw input features.
         out_features: model output width.
         task: ``classification``, ``binary`` or ``regression``.
-        mean, std: float32 ``[in_features]`` standardization fitted on the train split (``None``: off).
+        mean, std: float32 standardization fitted on the train split, broadcasting over one sample: ``[F]``
+            per feature (tables, sequences) or ``[C, 1, 1]`` per channel (images); ``None``: off.
+        sample_shape: one input sample's shape (``[in_features]`` for a table; ``[C, H, W]``, ``[T, F]``,
+            ``[T]``); the model input is ``[batch, *sample_shape]``.
+        input_dtype: ``float32``, or ``int64`` for token ids (never standardized).
         feature_names: the input columns, in order.
         classes: the original class labels in class-index order (``None`` for regression).
         model_from: ``spec`` (rebuildable from ``spec.yaml``) or ``fit(model=...)`` (only in-process).
@@ -42,13 +46,26 @@ class Preprocess:
     feature_names: list[str] = field(default_factory=list)
     classes: Optional[list] = None
     model_from: str = "spec"
+    sample_shape: Optional[list[int]] = None
+    input_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.sample_shape is None:
+            self.sample_shape = [int(self.in_features)]
+
+    @property
+    def input_shape(self) -> list[int]:
+        """The model input's shape with ``-1`` for the batch axis."""
+        return [-1, *map(int, self.sample_shape or [self.in_features])]
 
     @classmethod
     def from_dataset(cls, dataset: Any, model_from: str = "spec") -> "Preprocess":
         """Read the contract off a :class:`unified.data.Dataset`."""
         return cls(in_features=dataset.in_features, out_features=dataset.out_features, task=dataset.task,
                    mean=dataset.mean, std=dataset.std, feature_names=list(dataset.feature_names),
-                   classes=dataset.classes, model_from=model_from)
+                   classes=dataset.classes, model_from=model_from,
+                   sample_shape=list(getattr(dataset, "sample_shape", (dataset.in_features,))),
+                   input_dtype=getattr(dataset, "input_dtype", "float32"))
 
     @property
     def standardize(self) -> bool:
@@ -57,6 +74,8 @@ class Preprocess:
     def apply(self, x_raw: np.ndarray) -> np.ndarray:
         """Raw features -> model input, exactly as :meth:`unified.data.Dataset.transform` computes it."""
         x = np.asarray(x_raw)
+        if self.input_dtype == "int64":
+            return np.ascontiguousarray(x, dtype=np.int64)
         if not self.standardize:
             return np.ascontiguousarray(x, dtype=np.float32)
         assert self.mean is not None and self.std is not None
@@ -64,7 +83,9 @@ class Preprocess:
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def unapply(self, x_model: np.ndarray) -> np.ndarray:
-        """Model input -> raw features (float32): recovers raw rows from a standardized split."""
+        """Model input -> raw features (float32; token ids stay int64): recovers raw rows from a standardized split."""
+        if self.input_dtype == "int64":
+            return np.ascontiguousarray(x_model, dtype=np.int64)
         x = np.asarray(x_model, dtype=np.float64)
         if self.standardize:
             assert self.mean is not None and self.std is not None
@@ -75,9 +96,10 @@ class Preprocess:
         return {
             "in_features": self.in_features, "out_features": self.out_features, "task": self.task,
             "standardize": self.standardize,
-            "mean": None if self.mean is None else [float(v) for v in self.mean],
-            "std": None if self.std is None else [float(v) for v in self.std],
+            "mean": None if self.mean is None else np.asarray(self.mean, dtype=np.float64).tolist(),
+            "std": None if self.std is None else np.asarray(self.std, dtype=np.float64).tolist(),
             "feature_names": list(self.feature_names), "classes": self.classes, "model_from": self.model_from,
+            "sample_shape": list(self.sample_shape or [self.in_features]), "input_dtype": self.input_dtype,
         }
 
     @classmethod
@@ -89,7 +111,9 @@ class Preprocess:
                        mean=None if mean is None else np.asarray(mean, dtype=np.float32),
                        std=None if std is None else np.asarray(std, dtype=np.float32),
                        feature_names=[str(n) for n in data.get("feature_names") or []],
-                       classes=data.get("classes"), model_from=str(data.get("model_from", "spec")))
+                       classes=data.get("classes"), model_from=str(data.get("model_from", "spec")),
+                       sample_shape=[int(d) for d in data["sample_shape"]] if data.get("sample_shape") else None,
+                       input_dtype=str(data.get("input_dtype", "float32")))
         except (KeyError, TypeError, ValueError) as e:
             raise SpecError(f"{where}: not a valid preprocessing file ({type(e).__name__}: {e})") from None
 
@@ -122,5 +146,8 @@ def probe_from_dataset(dataset: Any, pre: Preprocess, rows: int = PROBE_ROWS) ->
 
 def synthetic_probe(pre: Preprocess, seed: int, rows: int = PROBE_ROWS) -> np.ndarray:
     """Raw-looking rows ``mean + std * N(0, 1)`` when the run's data cannot be read any more."""
-    z = np.random.default_rng([int(seed), 7]).standard_normal((rows, pre.in_features))
-    return pre.unapply(z)
+    rng = np.random.default_rng([int(seed), 7])
+    shape = (rows, *map(int, pre.sample_shape or [pre.in_features]))
+    if pre.input_dtype == "int64":  # token ids: small ids every vocabulary has
+        return rng.integers(0, 2, size=shape).astype(np.int64)
+    return pre.unapply(rng.standard_normal(shape))

@@ -116,7 +116,8 @@ def export_run_dir(run_dir: Union[str, os.PathLike[str]], formats: Union[str, li
     if pre.model_from != "spec":
         raise NotSupportedError(f"{root}: the run trained a model passed to fit(model=...), which spec.yaml cannot "
                                 f"rebuild; export it from the training process with trainer.export([...])")
-    if dataset is not None and (dataset.in_features, dataset.out_features) != (pre.in_features, pre.out_features):
+    if dataset is not None and (list(dataset.sample_shape), dataset.out_features) != (list(pre.sample_shape),
+                                                                                       pre.out_features):
         dataset, data_note = None, "the data no longer matches the run's input/output widths"
     if dataset is not None:
         probe, desc = probe_from_dataset(dataset, pre)
@@ -125,7 +126,8 @@ def export_run_dir(run_dir: Union[str, os.PathLike[str]], formats: Union[str, li
         desc = f"synthetic: mean + std * N(0, 1), {len(probe)} rows (the run's data is not readable: {data_note})"
 
     shape = dataset if dataset is not None else _Shape(pre)
-    plan = build_plan(spec, pre.in_features, pre.out_features) if spec.model.arch is not None else None
+    plan = (build_plan(spec, pre.sample_shape, pre.out_features, pre.input_dtype) if spec.model.arch is not None
+            else None)
     # Rebuilding the model trains nothing: no scheduler (its defaults may need the data's length).
     ctx = RunContext(spec=spec.resolved(scheduler=None), backend=backend, run_dir=root, events=None,  # type: ignore[arg-type]
                      metrics=[],
@@ -153,6 +155,7 @@ class _Shape:
 
     def __init__(self, pre: Preprocess) -> None:
         self.in_features, self.out_features = pre.in_features, pre.out_features
+        self.sample_shape, self.input_dtype = tuple(pre.sample_shape), pre.input_dtype
         self.task, self.classes = pre.task, pre.classes
         self.num_classes = None if pre.classes is None else len(pre.classes)
         self.train = self.val = self.test = None

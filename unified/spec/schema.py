@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Any, Literal, Optional, Union
@@ -9,6 +10,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from unified.archs import ARCHS
 from unified.spec.messages import _choice_msg, _to_spec_error
 from unified.spec.names import (
     BUILTIN_METRICS, DATA_SCHEMES, DEFAULT_LOSS, DEFAULT_METRICS, KERAS_TENSOR_BACKENDS, LOSSES, LOSSES_FOR_TASK,
@@ -59,6 +61,14 @@ class DataSpec(_Model):
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     batch_size: int = Field(32, gt=0)
     shuffle: bool = True
+    shape: Optional[list[int]] = None  # view each flat row as one sample of this shape, e.g. [1, 8, 8]
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and (not v or any(d <= 0 for d in v)):
+            raise ValueError(f"expected a list of positive sizes, e.g. [1, 8, 8] (C, H, W) or [8, 8] (T, F), got {v}")
+        return v
 
     @field_validator("source")
     @classmethod
@@ -95,15 +105,35 @@ class DataSpec(_Model):
         return (self.source or "").partition(":")[2]
 
 
-class ModelSpec(_Model):
-    """A built-in architecture (``arch``) or the user's own ``factory``."""
+class _ModelFields(_Model):
+    """A built-in architecture (``arch``) or the user's own ``factory``.
 
-    arch: Optional[Literal["mlp", "cnn"]] = "mlp"
+    The built-in ``mlp`` takes ``hidden``, ``activation``, ``dropout``; the N-D architectures
+    (``unified.archs.ARCHS``: cnn, resnet, lstm, gru, transformer) take the fields of their parameter
+    dataclass, generated below (unset: the arch's default). A field of another arch is refused.
+    """
+
+    arch: Optional[Literal[("mlp", *ARCHS)]] = "mlp"  # type: ignore[valid-type]
     factory: Optional[str] = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     hidden: list[int] = Field(default_factory=lambda: [128])
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu", "leaky_relu", "silu"] = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    def arch_params(self) -> dict[str, Any]:
+        """The fields of ``arch``'s parameter dataclass that this spec sets (the rest take its defaults)."""
+        names = ARCH_FIELDS.get(self.arch or "", ())
+        return {n: getattr(self, n) for n in names if getattr(self, n, None) is not None}
+
+    @model_validator(mode="after")
+    def _fields_of_arch(self) -> "_ModelFields":
+        if self.arch is None:
+            return self
+        own = set(ARCH_FIELDS.get(self.arch, MLP_FIELDS))
+        foreign = sorted(n for n in ARCH_ONLY_FIELDS if getattr(self, n, None) is not None and n not in own)
+        if foreign:
+            raise ValueError(f"{foreign[0]}: not a field of arch {self.arch!r} (its fields: {', '.join(sorted(own))})")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -128,10 +158,20 @@ class ModelSpec(_Model):
         return v
 
     @model_validator(mode="after")
-    def _need_one(self) -> "ModelSpec":
+    def _need_one(self) -> "_ModelFields":
         if self.arch is None and self.factory is None:
-            raise ValueError("needs 'arch' (mlp | cnn) or 'factory' ('<module>:<fn>')")
+            raise ValueError(f"needs 'arch' ({' | '.join(('mlp', *ARCHS))}) or 'factory' ('<module>:<fn>')")
         return self
+
+
+# The N-D architectures' fields, from their parameter dataclasses (unified.archs: the one list of archs).
+MLP_FIELDS = ("hidden", "activation", "dropout")
+ARCH_FIELDS: dict[str, tuple[str, ...]] = {name: tuple(f.name for f in dataclasses.fields(a.params))
+                                           for name, a in ARCHS.items()}
+ARCH_ONLY_FIELDS = sorted({n for names in ARCH_FIELDS.values() for n in names} - set(MLP_FIELDS))
+ModelSpec = create_model(  # type: ignore[call-overload]
+    "ModelSpec", __base__=_ModelFields, __module__=__name__,
+    **{n: (Optional[Any], None) for n in ARCH_ONLY_FIELDS})
 
 
 class OptimizerSpec(_Model):
