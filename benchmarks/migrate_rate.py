@@ -2,7 +2,8 @@
 
     python benchmarks/migrate_rate.py                 # static: what is converted / manual / unsupported
     python benchmarks/migrate_rate.py --run [--jobs 2] [--only NAME ...]
-        # also run every script before and after migration and compare its "final <metric>:" line
+        # also run every script before and after migration and compare its "final <metric>:" line:
+        # exit 0/1 -> the migrated script must run and match; exit 2 -> where it fails, the line has a TODO
 
 A construct is counted once per occurrence (one report entry); the rate is converted / all entries of
 that rule. ``--run`` executes each original and each migrated script in a fresh process in a temporary
@@ -68,7 +69,7 @@ def run_pair(name: str, new_text: str | None) -> dict:
             rc, out, secs = run_one(orig_dir / name, orig_dir)
             row.update(orig_rc=rc, orig=final_metric(out), orig_s=secs, orig_tail=out[-400:])
         rc, out, secs = run_one(new_dir / name, new_dir)
-        row.update(new_rc=rc, new=final_metric(out), new_s=secs, new_tail=out[-400:],
+        row.update(new_rc=rc, new=final_metric(out), new_s=secs, new_tail=out[-400:], new_out=out,
                    run_dirs=len(list(new_dir.glob("**/summary.json"))))
         return row
 
@@ -100,25 +101,61 @@ def main() -> None:
         m = sum(c.values())
         print(f"{fw + ' (all rules)':<44} {m:>5} {c['converted']:>5} {c['manual']:>6} {c['unsupported']:>5} "
               f"{c['converted'] / m:>6.0%}")
+    from unified.migrate.report import MigrationResult
+
+    codes = {n: MigrationResult(files=[r]).exit_code() for n, r in per_file.items()}
     changed = sum(1 for r in per_file.values() if r.new_text is not None)
-    print(f"files: {len(per_file)} in the corpus, {changed} rewritten, "
+    print(f"files: {len(per_file)} in the corpus, {changed} rewritten "
+          f"({sum(1 for n, r in per_file.items() if r.new_text is not None and codes[n] < 2)} with exit 0/1, "
+          f"{sum(1 for n, r in per_file.items() if r.new_text is not None and codes[n] == 2)} with exit 2), "
+          f"{len(per_file) - changed} left alone; "
           f"{sum(1 for r in per_file.values() if any(f.action == 'manual' for f in r.findings))} with manual items")
     if not args.run:
         return
     names = args.only or sorted(per_file)
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda n: run_pair(n, per_file[n].new_text), names))
-    print(f"\n{'script':<40} {'metric':<9} {'original':>9} {'migrated':>9} {'orig s':>7} {'new s':>7} runs")
+    print(f"\n{'script':<40} {'exit':>4} {'metric':<9} {'original':>9} {'migrated':>9} {'orig s':>7} {'new s':>7} "
+          "runs  verdict")
+    tally: collections.Counter = collections.Counter()
     for r in rows:
+        name = r["name"]
         metric = (r.get("new") or r.get("orig") or ("?", None))[0]
         o = r.get("orig")
         nv = r.get("new")
-        ostr = "n/a" if r["name"] in ORIGINAL_CANNOT_RUN else (f"{o[1]:.4f}" if o else f"rc={r.get('orig_rc')}")
+        ostr = "n/a" if name in ORIGINAL_CANNOT_RUN else (f"{o[1]:.4f}" if o else f"rc={r.get('orig_rc')}")
         nstr = f"{nv[1]:.4f}" if nv else f"rc={r['new_rc']}"
-        print(f"{r['name']:<40} {metric:<9} {ostr:>9} {nstr:>9} {r.get('orig_s', 0):>7.1f} {r['new_s']:>7.1f} "
-              f"{r['run_dirs']}")
-        if not nv:
+        new_text = per_file[name].new_text
+        if new_text is None:
+            verdict = "left alone"
+        elif codes[name] < 2:
+            close = nv is not None and (o is None or (abs(nv[1] - o[1]) <= 0.05 if metric == "accuracy"
+                                                     else nv[1] <= o[1] * 1.5 + 0.05))
+            verdict = "runs, matches" if r["new_rc"] == 0 and close else "BROKEN"
+        elif r["new_rc"] == 0:
+            verdict = "exit 2, runs"
+        else:
+            verdict = "exit 2, fails at a TODO line" if _failing_line_has_todo(name, new_text, r["new_out"]) \
+                else "exit 2, fails at a line WITHOUT a TODO"
+        tally[verdict] += 1
+        print(f"{name:<40} {codes[name]:>4} {metric:<9} {ostr:>9} {nstr:>9} {r.get('orig_s', 0):>7.1f} "
+              f"{r['new_s']:>7.1f} {r['run_dirs']:>4}  {verdict}")
+        if not nv and new_text is not None and codes[name] < 2:
             print("   migrated output:", r["new_tail"].replace("\n", " | ")[-300:])
+    print("\n" + ", ".join(f"{v}: {n}" for v, n in sorted(tally.items())))
+
+
+def _failing_line_has_todo(name: str, text: str, output: str) -> bool:
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper
+
+    from unified.migrate.verify import _has_todo, _statements, statement_at
+
+    lines = [int(n) for f, n in re.findall(r'File "([^"]+)", line (\d+)', output) if Path(f).name == name]
+    if not lines:
+        return False
+    stmt = statement_at(_statements(MetadataWrapper(cst.parse_module(text))), lines[-1])
+    return stmt is not None and _has_todo(stmt)
 
 
 if __name__ == "__main__":

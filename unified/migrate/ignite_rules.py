@@ -125,6 +125,11 @@ class IgniteRule(Rule):
                     stmt = self.stmt_of(call)
                     if kind == "RunningAverage":
                         src = self.arg(inner, "src", 0)
+                        if not self.is_statement(call):
+                            self.find(inner, f"{self.code(inner.func)}().attach()", "manual", "metrics.running-average",
+                                      "attach() inside an expression is not removed: the facade logs train/loss "
+                                      "itself; remove this use")
+                            continue
                         if src is not None:
                             self.find(inner, f"{self.code(inner.func)}({self.code(src)}).attach()", "manual",
                                       "metrics.running-average",

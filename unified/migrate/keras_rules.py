@@ -232,6 +232,12 @@ class KerasRule(Rule):
             return False
         x = self.arg(fit, "x", 0)
         y = self.arg(fit, "y", 1)
+        nd = self._nd_array(x, fit) if x is not None else None
+        if nd:
+            self.find(fit, construct, "manual", "fit.nd-input",
+                      f"x is built with {nd}: an N-D array (images, sequences); the facade accepts 2-D float tables "
+                      "only for now, so this fit stays on Keras")
+            return False
         data_cfg: dict[str, Any] = {}
         trainer: dict[str, Any] = {"max_epochs": 1}
         callbacks: list[dict[str, Any]] = []
@@ -348,6 +354,24 @@ class KerasRule(Rule):
                 continue
             self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
             self.find(sub, self.code(sub), "converted", "evaluate.key", f'{name}["{new}"]')
+
+    def _nd_array(self, x: cst.BaseExpression, at: cst.CSTNode) -> Optional[str]:
+        """The source text that makes ``x`` N-D (``.reshape(-1, 8, 8)``, ``[..., None]``, ``expand_dims``,
+        ``zeros((n, t, c))``), following names to their assignments; None when nothing shows it."""
+        import re
+
+        seen: list[cst.BaseExpression] = [x]
+        if isinstance(x, cst.Name):
+            seen += [v for _, v in self.assigns.get(x.value, [])]
+        for node in seen:
+            text = self.code(node)
+            for m in re.finditer(r"\.reshape\(([^()]*)\)", text):
+                if m[1].count(",") >= 2:
+                    return m[0]
+            m = re.search(r"\[[^\[\]]*None\s*\]|expand_dims\(|\w+\(\(\s*[^(),]+,\s*[^(),]+,\s*[^(),]+\)", text)
+            if m and isinstance(node, cst.BaseExpression):
+                return m[0]
+        return None
 
     def _checkpoint_reads(self, node: cst.Call) -> None:
         """A ``ModelCheckpoint(filepath)`` whose file is read later (``load_model(filepath)``, ...): the facade
