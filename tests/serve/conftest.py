@@ -126,7 +126,7 @@ def start_server(tmp_path_factory) -> Iterator:
 def served(exported, start_server) -> dict:
     """The ONNX export behind a server with small limits, batching on and a JSON access log."""
     server = start_server([exported["export"], "--max-rows", MAX_ROWS, "--max-body-bytes", MAX_BODY,
-                           "--max-batch-size", 16, "--batch-timeout-ms", 20, "--log-format", "json"])
+                           "--max-batch-size", 16, "--batch-timeout-ms", 200, "--log-format", "json"])
     return {**exported, "url": server.url, "proc": server.proc, "server": server, "name": MODEL}
 
 

@@ -19,7 +19,7 @@ requests = pytest.importorskip("requests")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 
-EXAMPLES = 25
+EXAMPLES = 15
 
 
 def _pinned(doc: dict, name: str) -> dict:

@@ -115,12 +115,12 @@ def build_app(model: ServedModel, *, max_rows: int = DEFAULT_MAX_ROWS, max_body_
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    predict_doc = schemas.body(schemas.predict(model.sample_shape, max_rows),
+    predict_doc = schemas.body(schemas.predict(model.sample_shape, max_rows, model.input_dtype),
                                {400: schemas.DETAIL, 413: schemas.DETAIL, 422: schemas.DETAIL})
 
     async def predict(request: Request) -> Any:
         try:
-            x = await ctx.read(request, lambda b: parse_inputs(b, None, max_rows, model.sample_shape))
+            x = await ctx.read(request, lambda b: parse_inputs(b, None, max_rows, model.sample_shape, model.input_dtype))
         except BadRequest as e:
             return json_response({"detail": e.detail}, e.status)
         try:

@@ -8,6 +8,7 @@ Metrics live in the app's own ``CollectorRegistry`` (two servers in one process 
 * ``unified_serve_batch_rows`` / ``unified_serve_batch_requests``: rows and requests per runtime call.
 * ``unified_serve_inference_duration_seconds``: time in the runtime per call.
 * ``unified_serve_model_load_seconds``: how long the runtime took to load the artifact.
+* ``unified_serve_requests_in_progress``: requests being read or answered right now.
 * ``unified_serve_model_info{model,format,runtime}``: 1.
 """
 
@@ -44,6 +45,8 @@ class ServeMetrics:
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.load_time = Gauge("unified_serve_model_load_seconds", "seconds the runtime took to load the artifact",
                                registry=r)
+        self.in_progress = Gauge("unified_serve_requests_in_progress", "HTTP requests being read or answered",
+                                 registry=r)
         self.info = Gauge("unified_serve_model_info", "the served model", ["model", "format", "runtime"], registry=r)
 
     def observe_call(self, rows: int, requests: int, seconds: float) -> None:
@@ -107,9 +110,11 @@ class ObserveMiddleware:
                 state["bytes"] += len(message.get("body", b""))
             await send(message)
 
+        self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.metrics.in_progress.dec()
             took = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             key = (route, scope["method"], state["status"])

@@ -50,6 +50,11 @@ class ServedModel:
         self.output_shape = tuple(d if isinstance(d, int) else None for d in out[1:])
 
     @property
+    def input_dtype(self) -> str:
+        """``float32``, or ``int64`` for a model taking token ids."""
+        return "int64" if self.manifest["input"].get("dtype") == "int64" else "float32"
+
+    @property
     def input_name(self) -> str:
         return self.manifest["input"].get("name") or "inputs"
 

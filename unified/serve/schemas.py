@@ -16,23 +16,23 @@ PREDICT = {"type": "object", "required": ["inputs"], "additionalProperties": Fal
            "properties": {"inputs": NUMBERS}}
 
 
-def batch(sample_shape: tuple, max_rows: int) -> dict[str, Any]:
+def batch(sample_shape: tuple, max_rows: int, dtype: str = "float32") -> dict[str, Any]:
     """JSON schema of a batch of samples of ``sample_shape`` (``None``: any size) as nested lists."""
-    schema: dict[str, Any] = {"type": "number"}
+    schema: dict[str, Any] = {"type": "integer" if dtype == "int64" else "number"}
     for d in reversed(sample_shape):
         schema = {"type": "array", "items": schema, **({"minItems": d, "maxItems": d} if d is not None else {})}
     return {"type": "array", "items": schema, "minItems": 1, "maxItems": max_rows,
             "description": "raw features, one sample per row"}
 
 
-def predict(sample_shape: tuple, max_rows: int) -> dict[str, Any]:
+def predict(sample_shape: tuple, max_rows: int, dtype: str = "float32") -> dict[str, Any]:
     """``POST /predict``'s body for this model."""
-    return {**PREDICT, "properties": {"inputs": batch(sample_shape, max_rows)}}
+    return {**PREDICT, "properties": {"inputs": batch(sample_shape, max_rows, dtype)}}
 
 
-def tf_predict(input_name: str, sample_shape: tuple, max_rows: int) -> dict[str, Any]:
+def tf_predict(input_name: str, sample_shape: tuple, max_rows: int, dtype: str = "float32") -> dict[str, Any]:
     """``POST /v1/models/{name}:predict``'s body for this model (row or columnar format)."""
-    rows = batch(sample_shape, max_rows)
+    rows = batch(sample_shape, max_rows, dtype)
     named_rows = {**rows, "items": {"type": "object", "required": [input_name], "additionalProperties": False,
                                     "properties": {input_name: rows["items"]}}}
     columns = {"type": "object", "required": [input_name], "additionalProperties": False,
@@ -46,11 +46,13 @@ def tf_predict(input_name: str, sample_shape: tuple, max_rows: int) -> dict[str,
                         "inputs": {"oneOf": [rows, columns]}}}]}
 
 
-def v2_infer(input_name: str, output_name: str, sample_shape: tuple, max_rows: int) -> dict[str, Any]:
+def v2_infer(input_name: str, output_name: str, sample_shape: tuple, max_rows: int,
+             dtype: str = "float32") -> dict[str, Any]:
     """``POST /v2/models/{name}/infer``'s JSON body for this model (flat ``data``)."""
+    datatype, item = ("INT64", "integer") if dtype == "int64" else ("FP32", "number")
     tensor = {**V2_TENSOR, "properties": {**V2_TENSOR["properties"], "name": {"type": "string", "enum": [input_name]},
-                                          "datatype": {"type": "string", "enum": ["FP32"]},
-                                          "data": {"type": "array", "items": {"type": "number"}, "minItems": 1}},
+                                          "datatype": {"type": "string", "enum": [datatype]},
+                                          "data": {"type": "array", "items": {"type": item}, "minItems": 1}},
               "required": ["name", "shape", "datatype", "data"]}
     outputs = {"type": "array", "items": {"type": "object", "required": ["name"],
                                           "properties": {"name": {"type": "string", "enum": [output_name]},

@@ -89,8 +89,8 @@ def kind(v: Any) -> str:
 
 
 def to_batch(value: Any, sample_shape: Sequence[Optional[int]], max_rows: int, *, where: str = "inputs",
-             booleans_possible: bool = True) -> np.ndarray:
-    """A float32 ``[n, *sample_shape]`` batch from nested lists (one sample per row), or :class:`BadRequest`.
+             booleans_possible: bool = True, dtype: str = "float32") -> np.ndarray:
+    """A ``[n, *sample_shape]`` batch from nested lists (one sample per row), or :class:`BadRequest`.
 
     Args:
         value: the parsed JSON value.
@@ -98,6 +98,7 @@ def to_batch(value: Any, sample_shape: Sequence[Optional[int]], max_rows: int, *
         max_rows: most samples accepted (413 above it).
         where: the value's name in messages (``inputs``, ``instances``...).
         booleans_possible: False when the raw body holds no ``true``/``false`` (skips a scan).
+        dtype: the model's input dtype: ``float32`` (finite values) or ``int64`` (token ids: integers).
     """
     if not isinstance(value, list):
         raise BadRequest(422, f"{where} must be a list of rows [[...], ...], got a JSON {kind(value)}")
@@ -117,7 +118,18 @@ def to_batch(value: Any, sample_shape: Sequence[Optional[int]], max_rows: int, *
         path = _find_bool(value, where)
         if path:
             raise BadRequest(422, f"{path} is a boolean; expected a number")
-    return finite_float32(arr, where)
+    return as_int64(arr, where) if dtype == "int64" else finite_float32(arr, where)
+
+
+def as_int64(arr: np.ndarray, where: str) -> np.ndarray:
+    """``arr`` as int64 token ids, or 422 naming the first value that is not an integer."""
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) > 2 ** 62)
+        if bad.any():
+            idx = tuple(int(v) for v in np.argwhere(bad)[0])
+            raise BadRequest(422, f"{where}{''.join(f'[{i}]' for i in idx)} = {float(arr[idx])!r} is not an integer; "
+                                  f"this model takes int64 token ids")
+    return arr.astype(np.int64, copy=False)
 
 
 def check_sample_shape(shape: Sequence[int], sample_shape: Sequence[Optional[int]], where: str) -> None:
@@ -192,7 +204,7 @@ def locate_problem(value: list, sample_shape: Sequence[Optional[int]], where: st
 
 
 def parse_inputs(body: bytes, width: Optional[int], max_rows: int,
-                 sample_shape: Optional[Sequence[Optional[int]]] = None) -> np.ndarray:
+                 sample_shape: Optional[Sequence[Optional[int]]] = None, dtype: str = "float32") -> np.ndarray:
     """The float32 batch of a ``/predict`` body ``{"inputs": [[...], ...]}``, or :class:`BadRequest`.
 
     Args:
@@ -200,6 +212,7 @@ def parse_inputs(body: bytes, width: Optional[int], max_rows: int,
         width: features per row of a table model (``None``: any); ignored when ``sample_shape`` is given.
         max_rows: most rows accepted.
         sample_shape: one sample's shape for an N-D model.
+        dtype: the model's input dtype (``float32`` or ``int64``).
     """
     doc = load_json(body, '{"inputs": [[...], ...]}')
     if not isinstance(doc, dict):
@@ -210,4 +223,4 @@ def parse_inputs(body: bytes, width: Optional[int], max_rows: int,
     if extra:
         raise BadRequest(422, f"unknown key {extra[0]!r}; the body takes only 'inputs'")
     shape = tuple(sample_shape) if sample_shape is not None else (width,)
-    return to_batch(doc["inputs"], shape, max_rows, booleans_possible=b"true" in body or b"false" in body)
+    return to_batch(doc["inputs"], shape, max_rows, booleans_possible=b"true" in body or b"false" in body, dtype=dtype)

@@ -30,12 +30,13 @@ def status(model: ServedModel) -> dict[str, Any]:
 
 def metadata(model: ServedModel) -> dict[str, Any]:
     """``GET /v1/models/{name}/metadata``: the ``serving_default`` signature in TF Serving's JSON shape."""
-    def info(name: str, shape: tuple[Optional[int], ...]) -> dict[str, Any]:
+    def info(name: str, shape: tuple[Optional[int], ...], dtype: str) -> dict[str, Any]:
         dims = [{"size": "-1", "name": ""}, *({"size": str(-1 if d is None else d), "name": ""} for d in shape)]
-        return {"dtype": "DT_FLOAT", "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
+        return {"dtype": dtype, "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
 
-    signature = {"inputs": {model.input_name: info(model.input_name, model.sample_shape)},
-                 "outputs": {model.output_name: info(model.output_name, model.output_shape)},
+    in_dtype = "DT_INT64" if model.input_dtype == "int64" else "DT_FLOAT"
+    signature = {"inputs": {model.input_name: info(model.input_name, model.sample_shape, in_dtype)},
+                 "outputs": {model.output_name: info(model.output_name, model.output_shape, "DT_FLOAT")},
                  "method_name": "tensorflow/serving/predict"}
     return {"model_spec": {"name": model.name, "signature_name": "", "version": model.version},
             "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}}}
@@ -67,13 +68,15 @@ def parse_predict(body: bytes, model: ServedModel, max_rows: int) -> tuple[np.nd
                     if set(r) != {name}:
                         raise BadRequest(400, f"instances[{i}] has keys {sorted(r)}; the model's one input is {name!r}")
                 rows = [r[name] for r in rows]
-        return _tf(lambda: to_batch(rows, model.sample_shape, max_rows, where="instances", booleans_possible=bools)), "row"
+        return _tf(lambda: to_batch(rows, model.sample_shape, max_rows, where="instances", booleans_possible=bools,
+                                    dtype=model.input_dtype)), "row"
     value = doc["inputs"]
     if isinstance(value, dict):
         if set(value) != {name}:
             raise BadRequest(400, f"inputs has keys {sorted(value)}; the model's one input is {name!r}")
         value = value[name]
-    return _tf(lambda: to_batch(value, model.sample_shape, max_rows, where="inputs", booleans_possible=bools)), "columnar"
+    return _tf(lambda: to_batch(value, model.sample_shape, max_rows, where="inputs", booleans_possible=bools,
+                                dtype=model.input_dtype)), "columnar"
 
 
 def _tf(fn: Any) -> Any:
@@ -139,7 +142,7 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
                       f"{' (classify and regress need a tf.Example signature)' if verb in ('classify', 'regress') else ''}"},
             400)
 
-    body = schemas.body(schemas.tf_predict(model.input_name, model.sample_shape, ctx.max_rows), {400: schemas.ERROR, 404: schemas.ERROR, 413: schemas.ERROR})
+    body = schemas.body(schemas.tf_predict(model.input_name, model.sample_shape, ctx.max_rows, model.input_dtype), {400: schemas.ERROR, 404: schemas.ERROR, 413: schemas.ERROR})
     base, versioned = "/v1/models/{model_name}", "/v1/models/{model_name}/versions/{model_version}"
     async def predict_raw(request: Request) -> Any:
         params = request.path_params

@@ -23,6 +23,7 @@ from unified.serve.tensors import BadRequest, finite_float32, kind, load_json, t
 
 EXPECTED = '{"inputs": [{"name": ..., "shape": [...], "datatype": "FP32", "data": [...]}]}'
 HEADER = "inference-header-content-length"
+DATATYPES = {"float32": ("FP32", "<f4"), "int64": ("INT64", "<i8")}  # input dtype -> (v2 datatype, wire dtype)
 
 
 def model_metadata(model: ServedModel) -> dict[str, Any]:
@@ -31,7 +32,8 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
         return [-1, *(-1 if d is None else d for d in shape)]
 
     return {"name": model.name, "versions": [model.version], "platform": model.platform,
-            "inputs": [{"name": model.input_name, "datatype": "FP32", "shape": dims(model.sample_shape)}],
+            "inputs": [{"name": model.input_name, "datatype": DATATYPES[model.input_dtype][0],
+                        "shape": dims(model.sample_shape)}],
             "outputs": [{"name": model.output_name, "datatype": "FP32", "shape": dims(model.output_shape)}]}
 
 
@@ -80,8 +82,9 @@ def _tensor(t: Any, raw: bytes, model: ServedModel, max_rows: int, bools: bool) 
     if name != model.input_name:
         raise BadRequest(400, f"{where} is named {name!r}; model '{model.name}' takes '{model.input_name}'")
     datatype = t.get("datatype")
-    if datatype != "FP32":
-        raise BadRequest(400, f"input '{name}' has datatype {datatype!r}; the model takes FP32")
+    want_type, wire = DATATYPES[model.input_dtype]
+    if datatype != want_type:
+        raise BadRequest(400, f"input '{name}' has datatype {datatype!r}; the model takes {want_type}")
     shape = t.get("shape")
     want = 1 + len(model.sample_shape)
     if (not isinstance(shape, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape)):
@@ -97,17 +100,20 @@ def _tensor(t: Any, raw: bytes, model: ServedModel, max_rows: int, bools: bool) 
     params = t.get("parameters") if isinstance(t.get("parameters"), dict) else {}
     nbytes = params.get("binary_data_size")
     if nbytes is not None:
-        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes != size * 4 or len(raw) < nbytes:
-            raise BadRequest(400, f"input '{name}' binary_data_size {nbytes!r} does not match shape {shape} of FP32 "
-                                  f"({size * 4} bytes) and the {len(raw)} bytes after the JSON header")
-        x = np.frombuffer(raw[:nbytes], dtype="<f4").astype(np.float32).reshape(shape)
-        return _v2(lambda: finite_float32(x, f"input '{name}'"))
+        width = np.dtype(wire).itemsize
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes != size * width or len(raw) < nbytes:
+            raise BadRequest(400, f"input '{name}' binary_data_size {nbytes!r} does not match shape {shape} of "
+                                  f"{want_type} ({size * width} bytes) and the {len(raw)} bytes after the JSON header")
+        x = np.frombuffer(raw[:nbytes], dtype=wire).reshape(shape)
+        if model.input_dtype == "int64":
+            return x.astype(np.int64)
+        return _v2(lambda: finite_float32(x.astype(np.float32), f"input '{name}'"))
     if "data" not in t:
         raise BadRequest(400, f"input '{name}' has no 'data' (and no binary_data_size parameter)")
     data = t["data"]
     if isinstance(data, list) and data and isinstance(data[0], list):
         x = _v2(lambda: to_batch(data, tuple(shape[1:]), max_rows, where=f"input '{name}' data",
-                                     booleans_possible=bools))
+                                     booleans_possible=bools, dtype=model.input_dtype))
         if list(x.shape) != shape:
             raise BadRequest(400, f"input '{name}' data has shape {list(x.shape)}, its shape says {shape}")
         return x
@@ -115,7 +121,8 @@ def _tensor(t: Any, raw: bytes, model: ServedModel, max_rows: int, bools: bool) 
         raise BadRequest(400, f"input '{name}' data must be a list of numbers, got a JSON {kind(data)}")
     if len(data) != size:
         raise BadRequest(400, f"input '{name}' data has {len(data)} values; shape {shape} needs {size}")
-    flat = _v2(lambda: to_batch(data, (), len(data), where=f"input '{name}' data", booleans_possible=bools))
+    flat = _v2(lambda: to_batch(data, (), len(data), where=f"input '{name}' data", booleans_possible=bools,
+                                dtype=model.input_dtype))
     return flat.reshape(shape)
 
 
@@ -190,7 +197,8 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
         meta = model_metadata(model)
         cfg: dict[str, Any] = {
             "name": model.name, "platform": model.platform, "max_batch_size": ctx.max_rows,
-            "input": [{"name": t["name"], "data_type": "TYPE_FP32", "dims": t["shape"][1:]} for t in meta["inputs"]],
+            "input": [{"name": t["name"], "data_type": f"TYPE_{t['datatype']}", "dims": t["shape"][1:]}
+                      for t in meta["inputs"]],
             "output": [{"name": t["name"], "data_type": "TYPE_FP32", "dims": t["shape"][1:]} for t in meta["outputs"]]}
         if ctx.max_batch_size > 1:
             cfg["dynamic_batching"] = {"max_queue_delay_microseconds": int(ctx.batch_timeout_ms * 1000),
@@ -241,7 +249,8 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
     async def infer_v(model_name: str, model_version: str, request: Request) -> Any:
         return await _infer(model_name, request, model_version)
 
-    infer_schema = schemas.v2_infer(model.input_name, model.output_name, model.sample_shape, ctx.max_rows)
+    infer_schema = schemas.v2_infer(model.input_name, model.output_name, model.sample_shape, ctx.max_rows,
+                                    model.input_dtype)
     base, versioned = "/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}"
     for prefix, (md, rd, cf, inf) in ((base, (metadata, ready, config, infer)),
                                       (versioned, (metadata_v, ready_v, config_v, infer_v))):
