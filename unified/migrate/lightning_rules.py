@@ -273,9 +273,10 @@ class LightningRule(Rule):
         keys_read += [k for k in (facade_key(n) for n in logged) if k]
         task, loss = task_loss or ("classification", "cross_entropy")
         if task_loss is None:
-            self.find(call, f"{ctor}(...)", "converted", "trainer.task",
-                      "no torch loss found in training_step: spec assumes task classification (cross_entropy) "
-                      "for val/loss and the metrics; set task/loss if that is wrong")
+            self.find(call, f"{ctor}(...)", "manual", "trainer.task",
+                      "no torch loss found in training_step: the spec assumes task classification (cross_entropy) "
+                      "for validation (val/loss, metrics on forward(x) against y); set the spec's task/loss, the "
+                      "migrated run fails in validation if that is wrong")
         for k in unknown_metric_keys(task, keys_read):
             self.find(call, f"{ctor}(...)", "manual", "trainer.metric",
                       f"{k} does not apply to task {task}; check the spec's metrics")
@@ -327,7 +328,26 @@ class LightningRule(Rule):
                         self.remove(stmt)
         return out
 
+    def _report_unmapped(self, kind: str, node: cst.Call, construct: str) -> None:
+        """Every argument of a converted EarlyStopping / ModelCheckpoint is mapped or reported."""
+        known = {"EarlyStopping": {"monitor", "mode", "patience", "min_delta", "verbose"},
+                 "ModelCheckpoint": {"monitor", "mode", "save_top_k", "save_last", "every_n_epochs", "dirpath",
+                                     "filename", "verbose", "auto_insert_metric_name"}}.get(kind)
+        if known is None:
+            return
+        for kw, v, _ in self.keywords(node):
+            if kw not in known:
+                self.find(v, f"{construct[:-2]}({kw}=)", "unsupported", f"callbacks.{kind.lower()}",
+                          "not carried over: the facade's callback has no such setting")
+
     def _callback(self, kind: str, node: cst.Call, construct: str, keys_read: list[str]) -> Optional[dict[str, Any]]:
+        entry = self._callback_entry(kind, node, construct, keys_read)
+        if entry is not None:
+            self._report_unmapped(kind, node, construct)
+        return entry
+
+    def _callback_entry(self, kind: str, node: cst.Call, construct: str, keys_read: list[str]
+                        ) -> Optional[dict[str, Any]]:
         if kind in ("TQDMProgressBar", "RichProgressBar", "ModelSummary", "RichModelSummary"):
             self.find(node, construct, "converted", "callbacks.progress", "dropped: the facade shows its own progress line")
             return None
