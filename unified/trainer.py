@@ -483,15 +483,10 @@ class UnifiedTrainer:
         return None
 
     def _fit_launched(self, model: Any, data: Any, resume: Any) -> FitResult:
-        from unified.distributed import Launch
+        """trainer.devices > 1 on one machine: torch's elastic launcher starts every rank (this process waits)."""
+        from unified.distributed import launch
 
-        launch = Launch(self.spec)
-        with launch:
-            result = self.fit(model, data, resume=resume)
-        failed = launch.failed()
-        if failed:
-            raise TrainingError(f"training failed: {'; '.join(failed)} (run directory: {result.run_dir})")
-        return result
+        return launch(self, model, data, resume)
 
     def _require_fit(self) -> tuple[Any, RunContext]:
         if self._adapter is None or self._ctx is None:
