@@ -1,13 +1,14 @@
 """Adaptive batching: concurrent requests gathered into one runtime call, results split back.
 
-One worker task per server owns the runtime. A request's batch is queued; the worker takes every queued
-batch with the same sample shape, up to ``max_batch_size`` rows, and runs them as one call. It waits for
-more (at most ``timeout_s`` after the first was queued) only while other requests are already being read
-or parsed by the server, so a lone client never waits (a request that finds the runtime idle and nobody
-else coming runs at once, without the hop through the worker): under load batches grow by themselves
-(requests queue while the runtime is busy). A request larger than
-``max_batch_size`` runs alone, never split. If a gathered call fails, each request is retried alone so
-one bad request cannot fail its neighbours.
+One worker task per server owns the runtime. A request that finds the runtime idle and nobody else
+arriving runs at once (no hop through the worker, no wait). Otherwise it is queued; the worker takes every
+queued request with the same sample shape, up to ``max_batch_size`` rows, and runs them as one call, so
+under load batches grow by themselves (requests queue while the runtime is busy). Before a call it waits
+for more only while other requests are already being read or parsed, and at most ``timeout_s`` after the
+first was queued, and never longer than a runtime call takes on average (waiting longer costs more than
+running the late ones in the next call; a model that answers in microseconds never waits). A request
+larger than ``max_batch_size`` runs alone, never split. If a gathered call fails, each request is retried
+alone so one bad request cannot fail its neighbours.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class Executor:
         if len(out) != len(x):
             raise RuntimeError(f"the runtime returned {len(out)} rows for {len(x)}")
         return out
+
+    @property
+    def average_call_s(self) -> float:
+        """Moving average of a runtime call's duration (0 before the first call)."""
+        return self._avg or 0.0
 
     def _timed(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """The runtime call and its own duration (not the wait for a thread: that would keep slow-looking
@@ -137,7 +143,9 @@ class Batcher:
     async def _gather(self) -> list[_Pending]:
         first = self._queue.popleft()
         batch, rows = [first], len(first.x)
-        deadline = first.queued + self.timeout_s
+        # Waiting longer than a runtime call takes costs more than running this batch now and the late
+        # requests in the next one: a model that answers in microseconds never waits.
+        deadline = first.queued + min(self.timeout_s, self.executor.average_call_s)
         while rows < self.max_batch_size:
             rows = self._take(batch, rows)
             if rows >= self.max_batch_size or self.arriving <= 0:
