@@ -161,13 +161,13 @@ def _layers(keras: Any) -> SimpleNamespace:
         """
 
         def __init__(self, mode: str, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
-                     dropout: float = 0.0, **kwargs: Any) -> None:
+                     dropout: float = 0.0, unroll: bool = False, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.mode, self.hidden_size, self.num_layers = mode, hidden_size, num_layers
-            self.bidirectional, self.dropout = bidirectional, dropout
+            self.bidirectional, self.dropout, self.unroll = bidirectional, dropout, unroll
             self.tags = [f"l{k}{s}" for k in range(num_layers) for s in self._suffixes()]
             self.rnns = [keras.layers.RNN(TorchRNNCell(mode, hidden_size, name=f"cell_{t}"), return_sequences=True,
-                                          name=f"rnn_{t}") for t in self.tags]
+                                          unroll=unroll, name=f"rnn_{t}") for t in self.tags]
             self.drop = keras.layers.Dropout(dropout) if dropout > 0 and num_layers > 1 else None
 
         def _suffixes(self) -> tuple[str, ...]:
@@ -209,7 +209,8 @@ def _layers(keras: Any) -> SimpleNamespace:
 
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "mode": self.mode, "hidden_size": self.hidden_size,
-                    "num_layers": self.num_layers, "bidirectional": self.bidirectional, "dropout": self.dropout}
+                    "num_layers": self.num_layers, "bidirectional": self.bidirectional, "dropout": self.dropout,
+                    "unroll": self.unroll}
 
     @register
     class TorchAttention(keras.layers.Layer):
@@ -365,12 +366,12 @@ def _sequence_input(keras: Any, plan: ArchPlan) -> Any:
     return keras.Input(shape=plan.in_shape, dtype="int32" if plan.token_ids else "float32", name="inputs")
 
 
-def _rnn(keras: Any, lay: SimpleNamespace, plan: ArchPlan) -> Any:
+def _rnn(keras: Any, lay: SimpleNamespace, plan: ArchPlan, unroll: bool = False) -> Any:
     p: RNNParams = plan.params
     inp = x = _sequence_input(keras, plan)
     if p.vocab_size is not None:
         x = keras.layers.Embedding(p.vocab_size, p.embed_dim, name="embed", embeddings_initializer="zeros")(x)
-    x = lay.TorchRNN(plan.arch, p.hidden_size, p.num_layers, p.bidirectional, p.dropout, name="rnn")(x)
+    x = lay.TorchRNN(plan.arch, p.hidden_size, p.num_layers, p.bidirectional, p.dropout, unroll, name="rnn")(x)
     return keras.Model(inp, keras.layers.Dense(plan.out_features, name="fc", **_ZEROS)(x), name=plan.arch)
 
 
@@ -406,12 +407,15 @@ _BUILDERS: dict[str, Callable[[Any, SimpleNamespace, ArchPlan], Any]] = {
 }
 
 
-def build_keras(keras: Any, plan: ArchPlan) -> Any:
+def build_keras(keras: Any, plan: ArchPlan, *, unroll: bool = False) -> Any:
     """The ``keras.Model`` of ``plan`` with ``plan.weights`` (PyTorch names and layouts) loaded.
 
     Args:
         keras: the ``keras`` module, imported on its backend.
         plan: an :class:`unified.archs.ArchPlan`.
+        unroll: lstm / gru only: unroll the time loop (no while loop in the graph). TFLite's built-in ops
+            cannot convert the loop over a dynamic batch, so rebuild with ``unroll=True`` for that export
+            (and ``load_torch_weights`` the trained weights); the other archs ignore it.
 
     Returns:
         A functional model taking the canonical input (``N,C,H,W`` float32, ``N,T,F`` float32 or ``N,T``
@@ -420,7 +424,8 @@ def build_keras(keras: Any, plan: ArchPlan) -> Any:
     """
     if plan.arch not in _BUILDERS:
         raise NotSupportedError(f"model.arch: {plan.arch!r} has no Keras build")
-    model = _BUILDERS[plan.arch](keras, _layers(keras), plan)
+    build = _BUILDERS[plan.arch]
+    model = build(keras, _layers(keras), plan, unroll) if build is _rnn else build(keras, _layers(keras), plan)
     load_torch_weights(model, plan.weights)
     return model
 

@@ -64,6 +64,7 @@ EVAL_ONLY = {c for c, (_, params, _) in CASES.items() if params.get("dropout")}
 STEP_CASES = [c for c in ("cnn_bn", "resnet8", "lstm_bi2_tokens", "gru_bi2", "gru_tokens", "transformer_tokens_gelu",
                           "cnn_default_3x32x32", "resnet20_3x32x32", "lstm_bi2_tokens_T50", "gru_bi2_T50",
                           "transformer_tokens_gelu_T64") if c in CASES]
+UNROLL_CASES = [c for c in ("lstm_bi2_tokens", "gru_bi2") if c in CASES]  # build_keras(..., unroll=True) too
 KERAS_BACKENDS = [b for b in ("tensorflow", "torch", "jax") if importlib.util.find_spec(b) is not None]
 STATS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -110,6 +111,9 @@ def keras_side(workdir: Path) -> None:
                          "values_equal": all(k in start and start[k].dtype == v.dtype and np.array_equal(start[k], v)
                                              for k, v in plan.weights.items())}
         arrays[f"{case}/eval"] = keras.ops.convert_to_numpy(model(xs[case], training=False))
+        if case in UNROLL_CASES:
+            unrolled = build_keras(keras, plan, unroll=True)
+            arrays[f"{case}/eval_unrolled"] = keras.ops.convert_to_numpy(unrolled(xs[case], training=False))
         if case not in EVAL_ONLY:
             arrays[f"{case}/train"] = keras.ops.convert_to_numpy(model(xs[case], training=True))
             for name, value in torch_named_weights(model).items():
@@ -198,6 +202,8 @@ def max_diffs(result: dict[str, Any], backend: str, case: str) -> dict[str, floa
         return float(np.max(np.abs(a.astype(np.float64) - k[key])))
 
     d = {"eval": gap(t["eval"], f"{case}/eval")}
+    if f"{case}/eval_unrolled" in k:
+        d["eval_unrolled"] = gap(t["eval"], f"{case}/eval_unrolled")
     if "train" in t:
         d["train"] = gap(t["train"], f"{case}/train")
         stats = [n for n in t["after"] if n.endswith(STATS)]
@@ -226,7 +232,7 @@ if __name__ != "__main__":
     @pytest.mark.parametrize("keras_backend,case", PAIRS)
     def test_forward_outputs_equal(both: dict[str, Any], keras_backend: str, case: str) -> None:
         d = max_diffs(both, keras_backend, case)
-        assert max(d["eval"], d.get("train", 0.0)) <= TOL, d
+        assert max(d["eval"], d.get("eval_unrolled", 0.0), d.get("train", 0.0)) <= TOL, d
         # running mean / unbiased running var / batch count after one training forward
         assert d.get("bn_stats", 0.0) <= TOL, d
 
