@@ -319,7 +319,7 @@ def _image_input(keras: Any, plan: ArchPlan) -> tuple[Any, Any]:
     return inp, keras.layers.Permute((2, 3, 1), name="to_nhwc")(inp)  # N,C,H,W -> N,H,W,C
 
 
-def _cnn(keras: Any, lay: SimpleNamespace, plan: ArchPlan) -> Any:
+def _cnn(keras: Any, lay: SimpleNamespace, plan: ArchPlan, **_: Any) -> Any:
     p: CNNParams = plan.params
     inp, x = _image_input(keras, plan)
     for i, c in enumerate(p.channels):
@@ -341,7 +341,7 @@ def _cnn(keras: Any, lay: SimpleNamespace, plan: ArchPlan) -> Any:
     return keras.Model(inp, x, name="cnn")
 
 
-def _resnet(keras: Any, lay: SimpleNamespace, plan: ArchPlan) -> Any:
+def _resnet(keras: Any, lay: SimpleNamespace, plan: ArchPlan, **_: Any) -> Any:
     p: ResNetParams = plan.params
     inp, x = _image_input(keras, plan)
     x = _relu(keras, lay.TorchBatchNorm(name="stem-bn")(_conv(keras, x, "stem.conv", p.width, 3, 1, bias=False)))
@@ -366,7 +366,7 @@ def _sequence_input(keras: Any, plan: ArchPlan) -> Any:
     return keras.Input(shape=plan.in_shape, dtype="int32" if plan.token_ids else "float32", name="inputs")
 
 
-def _rnn(keras: Any, lay: SimpleNamespace, plan: ArchPlan, unroll: bool = False) -> Any:
+def _rnn(keras: Any, lay: SimpleNamespace, plan: ArchPlan, *, unroll: bool = False, **_: Any) -> Any:
     p: RNNParams = plan.params
     inp = x = _sequence_input(keras, plan)
     if p.vocab_size is not None:
@@ -375,7 +375,7 @@ def _rnn(keras: Any, lay: SimpleNamespace, plan: ArchPlan, unroll: bool = False)
     return keras.Model(inp, keras.layers.Dense(plan.out_features, name="fc", **_ZEROS)(x), name=plan.arch)
 
 
-def _transformer(keras: Any, lay: SimpleNamespace, plan: ArchPlan) -> Any:
+def _transformer(keras: Any, lay: SimpleNamespace, plan: ArchPlan, **_: Any) -> Any:
     p: TransformerParams = plan.params
     inp = x = _sequence_input(keras, plan)
     if p.vocab_size is not None:
@@ -402,7 +402,7 @@ def _transformer(keras: Any, lay: SimpleNamespace, plan: ArchPlan) -> Any:
     return keras.Model(inp, keras.layers.Dense(plan.out_features, name="fc", **_ZEROS)(x), name="transformer")
 
 
-_BUILDERS: dict[str, Callable[[Any, SimpleNamespace, ArchPlan], Any]] = {
+_BUILDERS: dict[str, Callable[..., Any]] = {  # (keras, layers, plan, **options) -> keras.Model
     "cnn": _cnn, "resnet": _resnet, "lstm": _rnn, "gru": _rnn, "transformer": _transformer,
 }
 
@@ -424,8 +424,7 @@ def build_keras(keras: Any, plan: ArchPlan, *, unroll: bool = False) -> Any:
     """
     if plan.arch not in _BUILDERS:
         raise NotSupportedError(f"model.arch: {plan.arch!r} has no Keras build")
-    build = _BUILDERS[plan.arch]
-    model = build(keras, _layers(keras), plan, unroll) if build is _rnn else build(keras, _layers(keras), plan)
+    model = _BUILDERS[plan.arch](keras, _layers(keras), plan, unroll=unroll)
     load_torch_weights(model, plan.weights)
     return model
 
