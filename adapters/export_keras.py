@@ -1,4 +1,5 @@
-"""Export for the Keras backend: ONNX, SavedModel, ``.keras``, TFLite (TensorFlow) and TorchScript (torch).
+"""Export for the Keras backend: ONNX, SavedModel, ``.keras``, TFLite (TensorFlow), TorchScript (torch),
+``.keras`` and SavedModel (JAX, the latter when TensorFlow is installed).
 
 The exported model is a functional ``keras.Model``: ``Input("inputs") -> Rescaling(offset=-mean) ->
 Rescaling(scale=1/std) -> <the trained network>``. Built-in layers only, so the ``.keras`` file loads
@@ -24,14 +25,34 @@ FILES = {"onnx": "model.onnx", "savedmodel": "savedmodel", "keras": "model.keras
 FORMATS_BY_BACKEND = {
     "tensorflow": frozenset({"onnx", "savedmodel", "keras", "tflite"}),
     "torch": frozenset({"onnx", "keras", "torchscript"}),
-    "jax": frozenset({"keras"}),
+    "jax": frozenset({"keras", "savedmodel"}),
 }
+# Keras on JAX: `.keras` always. SavedModel only where TensorFlow is installed: Keras exports a JAX model
+# through jax2tf (part of jax) into a tf.function (tested: the reloaded SavedModel gives the same outputs),
+# so it is offered only then (formats_for). Not offered: ONNX (Keras 3 converts JAX models with the
+# separate jax2onnx package, which brings flax, orbax and tensorstore; tf2onnx reads TensorFlow graphs
+# only), TFLite (its converter is TensorFlow's and untested from jax2tf here), TorchScript (torch).
+NEEDS_TENSORFLOW = {("jax", "savedmodel")}
+
+
+def formats_for(keras_backend: str) -> frozenset[str]:
+    """The formats Keras on ``keras_backend`` gives on this machine."""
+    import importlib.util
+
+    gives = FORMATS_BY_BACKEND.get(keras_backend, frozenset())
+    if any((keras_backend, f) in NEEDS_TENSORFLOW for f in gives) and importlib.util.find_spec("tensorflow") is None:
+        gives = frozenset(f for f in gives if (keras_backend, f) not in NEEDS_TENSORFLOW)
+    return gives
 
 
 def requires(fmt: str, spec: Any) -> tuple[str, ...]:
     """Modules the exporter needs for ``fmt`` on the spec's Keras backend."""
     if fmt == "onnx":
         return ("onnx", "tf2onnx") if spec.keras_backend == "tensorflow" else ("onnx",)
+    from unified.registry import resolve_keras_backend
+
+    if (resolve_keras_backend(spec.keras_backend), fmt) in NEEDS_TENSORFLOW:
+        return ("tensorflow",)
     return ()
 
 
@@ -55,7 +76,7 @@ def serving_model(keras: Any, net: Any, pre: Any) -> Any:
 def export(adapter: Any, fmt: str, out_dir: Path, pre: Any, example: np.ndarray) -> dict[str, Any]:
     """Export the Keras adapter's trained network as ``fmt`` into ``out_dir`` (the manifest entry fields)."""
     keras, kb = adapter.keras, adapter.kb
-    if fmt not in FORMATS_BY_BACKEND.get(kb, frozenset()):
+    if fmt not in formats_for(kb):
         raise NotSupportedError(f"format {fmt!r} is not available from Keras on {kb}")
     model = serving_model(keras, adapter.native_model(), pre)
     model(np.ascontiguousarray(example, dtype=np.float32), training=False)  # Keras exports only called models

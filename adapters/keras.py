@@ -90,10 +90,11 @@ class KerasAdapter(BackendAdapter):
 
     @classmethod
     def export_formats_for(cls, spec: Any) -> frozenset[str]:
-        """Formats depend on the tensor backend: SavedModel/TFLite need TensorFlow, TorchScript torch."""
-        from unified.adapters.export_keras import FORMATS_BY_BACKEND
+        """Formats depend on the tensor backend: SavedModel/TFLite need TensorFlow, TorchScript torch; on JAX
+        ``.keras``, and SavedModel when TensorFlow is installed (export_keras.py says why not ONNX)."""
+        from unified.adapters.export_keras import formats_for
 
-        return FORMATS_BY_BACKEND.get(resolve_keras_backend(spec.keras_backend), frozenset())
+        return formats_for(resolve_keras_backend(spec.keras_backend))
 
     @classmethod
     def versions(cls) -> dict[str, str]:
