@@ -361,12 +361,13 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{args.clients} clients, {args.rows} row(s) per request, model {report['model']} (input width "
-          f"{x.shape[1]})")
     if args.check:
+        print(f"{max(args.rows, 64)} rows, model {report['model']} (input width {x.shape[1]})")
         for k, v in report["max_abs_diff_vs_onnxruntime"].items():
             print(f"{k}: max abs diff vs onnxruntime in-process {v:.3g}")
         return 0
+    print(f"{args.clients} clients, {args.rows} row(s) per request, model {report['model']} (input width "
+          f"{x.shape[1]})")
     print("| path | requests | p50 ms | p99 ms | requests/s |")
     print("|---|---:|---:|---:|---:|")
     if args.compare_batching:
