@@ -137,13 +137,14 @@ def add_routes(app: Any, ctx: ServerContext) -> None:
 
     async def other_verb(model_name_verb: str) -> Any:
         name, _, verb = model_name_verb.partition(":")
+        why = " (classify and regress need a tf.Example signature)" if verb in ("classify", "regress") else ""
         return check(name, None) or json_response(
-            {"error": f"'{verb or model_name_verb}' is not served; POST /v1/models/{model.name}:predict"
-                      f"{' (classify and regress need a tf.Example signature)' if verb in ('classify', 'regress') else ''}"},
-            400)
+            {"error": f"'{verb or model_name_verb}' is not served; POST /v1/models/{model.name}:predict{why}"}, 400)
 
-    body = schemas.body(schemas.tf_predict(model.input_name, model.sample_shape, ctx.max_rows, model.input_dtype), {400: schemas.ERROR, 404: schemas.ERROR, 413: schemas.ERROR})
+    body = schemas.body(schemas.tf_predict(model.input_name, model.sample_shape, ctx.max_rows, model.input_dtype),
+                        {400: schemas.ERROR, 404: schemas.ERROR, 413: schemas.ERROR})
     base, versioned = "/v1/models/{model_name}", "/v1/models/{model_name}/versions/{model_version}"
+
     async def predict_raw(request: Request) -> Any:
         params = request.path_params
         return await _predict(params["model_name"], params.get("model_version"), request)
