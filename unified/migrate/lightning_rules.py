@@ -272,7 +272,11 @@ class LightningRule(Rule):
         self._uses(name, call, datamodules, keys_read)
         keys_read += [k for k in (facade_key(n) for n in logged) if k]
         task, loss = task_loss or ("classification", "cross_entropy")
-        if task_loss is None:
+        if task_loss is None and not self._modules()[0]:
+            self.find(call, f"{ctor}(...)", "converted", "trainer.task",
+                      "the LightningModule is not in this file: spec assumes task classification (cross_entropy) "
+                      "for val/loss and the metrics; set task/loss if that is wrong")
+        elif task_loss is None:
             self.find(call, f"{ctor}(...)", "manual", "trainer.task",
                       "no torch loss found in training_step: the spec assumes task classification (cross_entropy) "
                       "for validation (val/loss, metrics on forward(x) against y); set the spec's task/loss, the "
