@@ -65,7 +65,7 @@ def as_samples(x: Any, *, what: str = "x", path: Optional[str] = None, shape: Op
     if shape is not None:
         per_row = int(np.prod(arr.shape[1:]))
         if per_row != int(np.prod(shape)):
-            raise DataError(f"{what}: data.shape {list(shape)} holds {int(np.prod(shape))} values per sample, but "
+            raise DataError(f"{what}: {list(shape)} holds {int(np.prod(shape))} values per sample, but "
                             f"each row has {per_row} (rows shaped {tuple(arr.shape[1:])})", path="data.shape")
         arr = arr.reshape(arr.shape[0], *shape)
     if token_ids:
