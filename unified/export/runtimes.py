@@ -1,8 +1,8 @@
 """Load an exported artifact in its own runtime and run it on raw features.
 
 Each loader imports its runtime lazily (onnxruntime, torch, tensorflow, keras) and returns a
-:class:`Runner`: ``runner(x)`` takes a float32 ``[n, in_features]`` numpy array of raw features and
-returns the model's outputs as a float32 numpy array. Verification and ``unified serve`` both use them.
+:class:`Runner`: ``runner(x)`` takes a ``[n, *sample_shape]`` numpy array of raw features (float32, or
+int64 token ids) and returns the model's outputs as a float32 numpy array. Verification and ``unified serve`` both use them.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class Runner:
     lock: Any = None  # runtimes that are not thread-safe (TFLite, ...) are serialized
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.asarray(x)
+        x = np.ascontiguousarray(x, dtype=np.int64 if x.dtype == np.int64 else np.float32)  # token ids stay int64
         if self.lock is None:
             return np.asarray(self.fn(x), dtype=np.float32)
         with self.lock:
