@@ -67,7 +67,7 @@ LOSS_TOL = 1e-5
 FIT = {"n": 64, "d_in": 6, "hidden": 8, "d_out": 3, "batch": 16, "epochs": 2}
 EMB = {"n": 64, "seq": 4, "vocab": 12, "dim": 5, "batch": 16}
 
-KERAS_BACKENDS = ["tensorflow", "torch"]
+KERAS_BACKENDS = ["tensorflow", "torch", "jax"]
 
 
 def _problem() -> dict[str, np.ndarray]:
@@ -118,7 +118,8 @@ WORKER = textwrap.dedent(
     # torch: eager, Keras's default there. tensorflow: graph (a tf.function, what fit uses on a CPU-only
     # machine: jit_compile="auto" resolves to False) and XLA (jit_compile=True); both run the same
     # optimizer code, eager TF runs the same kernels as graph TF and is ~50x slower per step.
-    modes = ["graph", "xla"] if backend == "tensorflow" else ["eager"]
+    # jax: eager (one XLA computation per operation) and "jit": stateless_apply under jax.jit, what fit runs.
+    modes = {"tensorflow": ["graph", "xla"], "jax": ["eager", "jit"]}.get(backend, ["eager"])
 
     def run_apply(configs, mode):
         # Every config at once: its own optimizer and parameters, the same gradients.
@@ -137,6 +138,35 @@ WORKER = textwrap.dedent(
             def apply_steps(start, stop):
                 for t in range(start, stop):
                     apply_one([ops.convert_to_tensor(g[t]) for g in grads])
+        elif mode == "jit":
+            import jax
+
+            # As Keras's JAX fit: the variables' values are the state of a jitted stateless step, written
+            # back to the variables (jax_state_sync) only between runs, e.g. before the lr is changed.
+            stacked = [jax.numpy.asarray(g) for g in grads]
+            steps_fn = {}
+
+            def make(name):
+                opt = opts[name]
+
+                @jax.jit
+                def run(opt_vars, values, start, stop):
+                    def body(t, carry):
+                        values, opt_vars = carry
+                        return opt.stateless_apply(opt_vars, [g[t] for g in stacked], values)
+                    values, opt_vars = jax.lax.fori_loop(start, stop, body, (values, opt_vars))
+                    return opt_vars, values
+                return run
+
+            def apply_steps(start, stop):
+                for name in configs:
+                    run = steps_fn.setdefault(name, make(name))
+                    opt_vars, values = run([v.value for v in opts[name].variables],
+                                           [v.value for v in params[name]], start, stop)
+                    for v, x in zip(opts[name].variables, opt_vars):
+                        v.assign(x)
+                    for v, x in zip(params[name], values):
+                        v.assign(x)
         else:
             import tensorflow as tf
 
@@ -315,7 +345,7 @@ def problem(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, np.ndar
 
 
 def _available(keras_backend: str) -> bool:
-    return keras_backend != "tensorflow" or importlib.util.find_spec("tensorflow") is not None
+    return keras_backend == "torch" or importlib.util.find_spec(keras_backend) is not None
 
 
 @pytest.fixture(scope="module")
@@ -397,14 +427,17 @@ def test_keras_optimizer_api(keras_backend, keras_runs):
     # Keras 3 increments `iterations` after update_step: 1 after the first apply, 2 after the second.
     assert all(seen == [1, 2, LR_CHANGE_AT, STEPS] for seen in info["iterations"].values()), info["iterations"]
     assert all(info["config_roundtrip"].values()), info["config_roundtrip"]
-    # A constant learning rate is kept in float64, like torch's Python float.
-    assert set(info["lr_dtype"].values()) == {"float64"}, info["lr_dtype"]
-    # compile(jit_compile="auto") is False on a CPU-only TensorFlow and on torch; True is honoured on TF.
+    # A constant learning rate is kept in float64, like torch's Python float (JAX: float32, no float64
+    # without jax_enable_x64; emulate_fma is off there, see keras_optim.py).
+    want = "float32" if keras_backend == "jax" else "float64"
+    assert set(info["lr_dtype"].values()) == {want}, info["lr_dtype"]
+    # compile(jit_compile="auto") is False on a CPU-only TensorFlow and on torch; True is honoured on TF;
+    # JAX always compiles ("auto" -> True).
     for key, resolved in info["resolved_jit"].items():
-        assert resolved == key.endswith("jit_True"), (key, resolved)
+        assert resolved == (keras_backend == "jax" or key.endswith("jit_True")), (key, resolved)
 
 
-APPLY_MODES = [("torch", "eager"), ("tensorflow", "graph"), ("tensorflow", "xla")]
+APPLY_MODES = [("torch", "eager"), ("tensorflow", "graph"), ("tensorflow", "xla"), ("jax", "eager"), ("jax", "jit")]
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -414,7 +447,7 @@ def test_apply_gradients_matches_torch(keras_backend, mode, config, keras_runs, 
     got = [out[f"apply/{config}/{mode}/p{i}"] for i in range(len(SHAPES))]
     diff = _max_abs(got, torch_reference["apply"][config])
     print(f"{keras_backend}/{mode} {config}: max |keras - torch| after {STEPS} steps = {diff:.3g}")
-    tol = XLA_PARAM_TOL if mode == "xla" else PARAM_TOL
+    tol = XLA_PARAM_TOL if mode in ("xla", "jit") else PARAM_TOL
     assert diff <= tol, f"{keras_backend}/{mode} {config}: {diff:.3g} > {tol}"
 
 
