@@ -1,14 +1,27 @@
 """Facade overhead: ``UnifiedTrainer`` vs the same work written directly against each native trainer.
 
-Run:  python benchmarks/overhead.py [--repeats N] [--epochs E] [--backends lightning,ignite,keras,keras-torch]
-                                    [--json OUT]
-      (from a checkout or with the project installed; needs the lightning and ignite extras, and keras with
-      tensorflow / torch for the Keras backends)
+Run:  python benchmarks/overhead.py [--repeats N] [--epochs E]
+                                    [--backends torch,lightning,ignite,keras,keras-torch] [--json OUT]
+      (from a checkout or with the project installed; needs torch, the lightning and ignite extras, and keras
+      with tensorflow / torch for the Keras backends)
+
+Two questions: (1) per backend, the facade against the same work written directly for that backend
+(facade / native); (2) every backend's facade against the ``torch`` backend's facade, the speed floor (a plain
+PyTorch loop on the loop contract, adapters/torch.py), and the torch backend against a hand-written PyTorch
+loop (target: facade / hand-written <= 1.05).
 
 Task (identical on every side): sklearn digits, standardized (the facade's own split: 80/20 train/val,
 seed 0 -- 1438 train / 359 val samples, 45 steps per epoch), MLP 64-128-10 with ReLU, Adam lr 1e-3,
 batch 32, validation (loss + accuracy) on the val split after every epoch, no progress bars, no checkpoints.
 
+* native torch (the torch backend's native): a hand-written PyTorch loop, no trainer library -- per batch
+  ``zero_grad``, forward, ``F.cross_entropy``, ``backward``, ``Adam.step``; after each epoch validation over
+  the val split (loss sum and correct count, ``.item()`` per batch); batches from
+  ``DataLoader(TensorDataset, batch_size=32, shuffle=True)``, what a PyTorch user writes. Its diagnostic
+  sides: ``native-lean``, the same loop fed the facade's way (one ``TensorDataset[index tensor]`` per batch
+  through ``DataLoader(sampler=<index batches>, batch_size=None)``, the mechanism of the facade's
+  ``CanonicalBatchSampler``), so facade / lean is the cost of the loop contract itself; ``native-slice``,
+  no DataLoader at all (``x[perm[i:i+32]]``), the leanest loop there is.
 * native Lightning: a plain ``pl.LightningModule`` (``training_step`` returns the loss, ``validation_step``
   computes loss + accuracy and ``self.log``s them, ``configure_optimizers``) fitted by
   ``pl.Trainer(accelerator="cpu", devices=1, max_epochs=E, logger=False, enable_progress_bar=False,
@@ -26,12 +39,16 @@ batch 32, validation (loss + accuracy) on the val split after every epoch, no pr
   callbacks of the spec, every other key at its default (``log_every_n_steps: 10`` -> a metrics.csv row
   every 10 steps, ``deterministic: true``). The only extra object is a CPU-time probe (``CpuProbe``) that
   overrides ``on_fit_start``/``on_fit_end`` only, which the facade never calls per step.
-* native-lean (diagnostic, ``--no-diagnostic`` skips it): the same native code with two changes a
-  performance-minded user could make, to isolate the facade's own per-step cost from what it does
+* native-lean on Lightning / Ignite (diagnostic, ``--no-diagnostic`` skips it): the same native code with two
+  changes a performance-minded user could make, to isolate the facade's own per-step cost from what it does
   differently: batches fetched whole (``BatchSampler`` + one ``TensorDataset[indices]`` per batch, as the
   facade's loader does, instead of 32 ``__getitem__`` + ``default_collate``) and, on Lightning, validation
   sums kept in the module and ``self.log``-ged once per epoch instead of twice per batch.
-* plain torch (context only): a hand-written loop, tensor slicing for batches, same validation.
+* the floor, facade-torch (Lightning / Ignite rounds; ``--no-floor`` skips it): the torch backend's facade run
+  as one more side of the same rounds, so "facade / torch-backend facade" is measured like facade / native
+  (same rounds, rotated order, paired ratio). The Keras backends, measured in their own processes, are set
+  against the torch backend's own rounds (other moments: an unpaired ratio); naming a Keras backend adds
+  ``torch`` to ``--backends``.
 
 The timed window (the fairest one both sides share):
     The facade's ``result.train_time_s`` runs from the native trainer's *train start* hook to its
@@ -43,7 +60,9 @@ The timed window (the fairest one both sides share):
     own ``on_train_start``/``on_train_end`` (hooks Lightning calls anyway: no callback is added, so no
     extra per-step callback dispatch), the native Ignite trainer gets one ``STARTED`` and one
     ``COMPLETED`` handler (each fires once). The window holds every training step and every per-epoch
-    validation; per-step time = window / optimizer steps. Whole ``fit()``/``run()`` times are recorded
+    validation; per-step time = window / optimizer steps. The hand-written torch loop is timed from just
+    before its first epoch to just after its last validation: the span the torch backend's ``fit_start`` /
+    ``fit_end`` enclose. Whole ``fit()``/``run()`` times are recorded
     too, to show what the window leaves out (here: ~5 ms of Lightning setup; the facade's data loading,
     spec resolution, run directory and summary.json).
     Keras: the facade's window runs from its Keras callback's ``on_train_begin`` to ``on_train_end``
@@ -255,36 +274,84 @@ def run_native_ignite(arrays: dict[str, np.ndarray], epochs: int, lean: bool = F
             "val_acc": float(evaluator.state.metrics["accuracy"])}
 
 
-def run_plain_torch(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, float]:
-    """Context: a hand-written loop, no trainer at all (batches by tensor slicing of a permutation)."""
+class _IndexBatches:
+    """A sampler yielding one int64 index tensor per batch, from a numpy permutation per epoch (sequential when
+    ``shuffle`` is False) -- the way the facade's own loader fetches batches (``CanonicalBatchSampler`` +
+    ``dataset[index tensor]`` through ``DataLoader(batch_size=None)``), written out here without the project."""
+
+    def __init__(self, n: int, shuffle: bool) -> None:
+        self.n, self.shuffle, self.epoch = n, shuffle, 0
+
+    def __iter__(self) -> Any:
+        import torch
+
+        order = (np.random.default_rng([SEED, 2, self.epoch]).permutation(self.n) if self.shuffle
+                 else np.arange(self.n)).astype(np.int64)
+        self.epoch += 1
+        for i in range(0, self.n, BATCH):
+            yield torch.from_numpy(order[i:i + BATCH])
+
+    def __len__(self) -> int:
+        return -(-self.n // BATCH)
+
+
+def run_native_torch(arrays: dict[str, np.ndarray], epochs: int, batches: str = "dataloader") -> dict[str, float]:
+    """The torch backend's native side: a hand-written PyTorch loop, no trainer library.
+
+    ``batches``: ``dataloader`` -- ``DataLoader(TensorDataset, batch_size=32, shuffle=True)``, what a PyTorch
+    user writes (32 ``__getitem__`` + ``default_collate`` per batch); ``index`` (native-lean) -- one
+    ``TensorDataset[index tensor]`` per batch through ``DataLoader(sampler=<index batches>, batch_size=None)``,
+    the facade's own way, so facade / lean isolates the loop; ``slice`` (native-slice) -- no DataLoader at all,
+    ``x[perm[i:i+32]]`` in the loop (the leanest loop there is). Each epoch: zero_grad, forward,
+    cross-entropy, backward, Adam step per batch; then validation (loss sum + correct count, ``.item()`` per
+    batch, as users write it) on the whole val split. Timed from just before the first epoch to just after the
+    last validation: the facade's window (``fit_start`` -> ``fit_end`` around the same epoch loop).
+    """
     import torch
     from torch.nn import functional as F
+    from torch.utils.data import DataLoader, TensorDataset
 
+    t_call = time.perf_counter()
     xt, yt, xv, yv = _tensors(arrays)
     model = _mlp(xt.shape[1], int(yt.max()) + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    n, steps, acc = len(xt), 0, float("nan")
+    if batches == "dataloader":
+        train_dl, val_dl = _loaders(arrays)
+    elif batches == "index":
+        train_dl = DataLoader(TensorDataset(xt, yt), sampler=_IndexBatches(len(xt), True), batch_size=None)
+        val_dl = DataLoader(TensorDataset(xv, yv), sampler=_IndexBatches(len(xv), False), batch_size=None)
+    elif batches == "slice":
+        n = len(xt)
+        train_dl = None
+        val_dl = [(xv[i:i + BATCH], yv[i:i + BATCH]) for i in range(0, len(xv), BATCH)]
+    else:
+        raise ValueError(batches)
+    steps, acc = 0, float("nan")
     t0, c0 = time.perf_counter(), time.thread_time()
     for _ in range(epochs):
         model.train()
-        perm = torch.randperm(n)
-        for i in range(0, n, BATCH):
-            idx = perm[i:i + BATCH]
-            loss = F.cross_entropy(model(xt[idx]), yt[idx])
+        if train_dl is None:
+            perm = torch.randperm(n)
+            train_iter: Any = ((xt[idx], yt[idx]) for idx in (perm[i:i + BATCH] for i in range(0, n, BATCH)))
+        else:
+            train_iter = train_dl
+        for x, y in train_iter:
             optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
             loss.backward()
             optimizer.step()
             steps += 1
         model.eval()
-        correct, total_loss = 0, 0.0
+        correct, total_loss, seen = 0, 0.0, 0
         with torch.no_grad():
-            for i in range(0, len(xv), BATCH):
-                out = model(xv[i:i + BATCH])
-                total_loss += float(F.cross_entropy(out, yv[i:i + BATCH], reduction="sum"))
-                correct += int((out.argmax(-1) == yv[i:i + BATCH]).sum())
-        acc = correct / len(xv)
+            for x, y in val_dl:
+                out = model(x)
+                total_loss += F.cross_entropy(out, y, reduction="sum").item()
+                correct += int((out.argmax(-1) == y).sum().item())
+                seen += len(y)
+        acc = correct / seen
     t1, c1 = time.perf_counter(), time.thread_time()
-    return {"window_s": t1 - t0, "cpu_s": c1 - c0, "call_s": t1 - t0, "steps": steps, "val_acc": acc}
+    return {"window_s": t1 - t0, "cpu_s": c1 - c0, "call_s": t1 - t_call, "steps": steps, "val_acc": acc}
 
 
 def run_native_keras(arrays: dict[str, np.ndarray], epochs: int, jit_compile: Any = "auto") -> dict[str, Any]:
@@ -362,15 +429,12 @@ class KerasProbe(CpuProbe):
 
 def make_facade_runner(backend: str, workdir: Path, probe_cls: type = CpuProbe
                        ) -> Callable[[dict[str, np.ndarray], int], dict[str, Any]]:
-    counter = {"n": 0}
-
     def run(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, Any]:
         from unified import UnifiedTrainer
 
-        counter["n"] += 1
         probe = probe_cls()
-        trainer = UnifiedTrainer(spec_dict(epochs), backend=backend, run_dir=workdir / f"{backend}-{counter['n']}",
-                                 callbacks=[probe])
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{backend}-", dir=workdir)) / "run"  # a new one per run
+        trainer = UnifiedTrainer(spec_dict(epochs), backend=backend, run_dir=run_dir, callbacks=[probe])
         t0 = time.perf_counter()
         result = trainer.fit()
         t1 = time.perf_counter()
@@ -451,7 +515,7 @@ def _rounds(backend: str, sides: list[Side], arrays: dict[str, np.ndarray], repe
             r = _timed(fn, arrays, epochs, guard)
             tag = "warm-up" if i == 0 else f"round {i}"
             steady = f", steady {r['steady_ms_per_step']:.3f} ms/step" if "steady_ms_per_step" in r else ""
-            log(f"  {backend:11s} {side:11s} {tag:8s} {r['ms_per_step']:.3f} ms/step (CPU "
+            log(f"  {backend:11s} {side:12s} {tag:8s} {r['ms_per_step']:.3f} ms/step (CPU "
                 f"{r['cpu_ms_per_step']:.3f}){steady}, {r['steps']} steps, window {r['window_s']:.3f}s, "
                 f"whole call {r['call_s']:.3f}s, val acc {r['val_acc']:.3f}")
             if i > 0:
@@ -497,7 +561,8 @@ def _summarize(backend: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str,
     return res
 
 
-NATIVE = {"lightning": run_native_lightning, "ignite": run_native_ignite}
+NATIVE = {"torch": run_native_torch, "lightning": run_native_lightning, "ignite": run_native_ignite}
+FLOOR = "torch"  # the backend every other backend's facade is compared with (the speed floor)
 KERAS = {"keras": "tensorflow", "keras-torch": "torch"}  # --backends name -> KERAS_BACKEND of its worker
 
 
@@ -552,13 +617,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=7, help="measured runs per side and backend (default 7)")
     ap.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
-    ap.add_argument("--backends", default="lightning,ignite",
-                    help="comma-separated, from lightning,ignite,keras,keras-torch (default lightning,ignite); "
-                         "keras = Keras on TensorFlow, keras-torch = Keras on PyTorch")
+    ap.add_argument("--backends", default="torch,lightning,ignite",
+                    help="comma-separated, from torch,lightning,ignite,keras,keras-torch (default "
+                         "torch,lightning,ignite); keras = Keras on TensorFlow, keras-torch = Keras on PyTorch; "
+                         "torch is added when a Keras backend is named without it (it is their floor)")
     ap.add_argument("--json", metavar="OUT", help="write the figures here")
     ap.add_argument("--no-diagnostic", action="store_true",
-                    help="skip the diagnostic third side (torch: native code with a batch-at-once loader; "
-                         "keras on TensorFlow: native with jit_compile=True)")
+                    help="skip the diagnostic sides (native code with a batch-at-once loader on torch, lightning "
+                         "and ignite, plus the slicing loop on torch; keras on TensorFlow: native with "
+                         "jit_compile=True)")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="lightning/ignite: skip the torch-backend facade run in each round (the paired "
+                         "facade / torch-facade ratio)")
     ap.add_argument("--quiet", action="store_true", help="no per-run lines on stderr")
     ap.add_argument("--worker", choices=tuple(KERAS), help=argparse.SUPPRESS)  # internal: one Keras backend
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -570,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--backends: unknown backend {b!r}; expected a subset of {','.join(known)}")
     if not backends:
         ap.error("--backends: name at least one backend")
+    if any(b in KERAS for b in backends) and FLOOR not in backends and not args.worker:
+        backends.insert(0, FLOOR)  # the Keras backends' floor is measured in the parent process
     if args.repeats < 1 or args.epochs < 1:
         ap.error("--repeats and --epochs must be >= 1")
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -610,13 +682,19 @@ def main(argv: list[str] | None = None) -> int:
                 ("facade", make_facade_runner(backend, Path(tmp))),
                 ("native", native),
             ]
-            if not args.no_diagnostic:
-                sides.append(("native-lean", lambda a, e, _f=native: _f(a, e, lean=True)))
+            if backend == FLOOR:
+                if not args.no_diagnostic:
+                    sides.append(("native-lean", lambda a, e: run_native_torch(a, e, batches="index")))
+                    sides.append(("native-slice", lambda a, e: run_native_torch(a, e, batches="slice")))
+            else:
+                if not args.no_diagnostic:
+                    sides.append(("native-lean", lambda a, e, _f=native: _f(a, e, lean=True)))
+                if not args.no_floor:  # the floor in the same rounds: a paired facade / torch-facade ratio
+                    sides.append(("facade-torch", make_facade_runner(FLOOR, Path(tmp))))
             results[backend] = _summarize(backend, _rounds(backend, sides, arrays, args.repeats, args.epochs, log))
-        plain_runs = [_timed(run_plain_torch, arrays, args.epochs) for _ in range(args.repeats + 1)][1:]
-        plain = {"ms_per_step": _median(plain_runs, "ms_per_step"), "ms_per_step_min_max": _spread(plain_runs),
-                 "cpu_ms_per_step": _median(plain_runs, "cpu_ms_per_step"), "steps": int(plain_runs[0]["steps"]),
-                 "runs": plain_runs}
+        floor = results.get(FLOOR)
+        for backend, r in results.items():
+            r["vs_torch_facade"] = _vs_floor(backend, r, floor)
 
     versions = {}
     for mod in ("pytorch_lightning", "ignite"):
@@ -639,20 +717,38 @@ def main(argv: list[str] | None = None) -> int:
                                                                          else "")
                    for e in keras_env.values())
     print(f"torch {torch.__version__}, pytorch-lightning {versions['pytorch_lightning']}, pytorch-ignite "
-          f"{versions['ignite']}{kver}, Python {platform.python_version()}, {os.cpu_count()} CPUs.")
+          f"{versions['ignite']}{kver}, Python {platform.python_version()}, {os.cpu_count()} CPUs "
+          f"(load average at the end {_loadavg()}).")
     print()
-    print("| backend | native ms/step | facade ms/step | ratio |")
-    print("|---|---:|---:|---:|")
+    print("| backend | native ms/step | facade ms/step | facade / native | facade / torch-backend facade |")
+    print("|---|---:|---:|---:|---:|")
     for b in backends:
         r = results[b]
-        print(f"| {b} | {r['native']['ms_per_step']:.3f} | {r['facade']['ms_per_step']:.3f} | "
-              f"{r['ratio_vs_native']['of_medians']:.2f} |")
+        vs = r["vs_torch_facade"]
+        rel = "n/a" if vs is None else f"{vs['of_medians']:.2f}"
+        if vs is not None and "paired" in vs:
+            rel += f" (paired {vs['paired']:.2f})"
+        name = f"{b} (native: hand-written loop)" if b == FLOOR else b
+        print(f"| {name} | {r['native']['ms_per_step']:.3f} | {r['facade']['ms_per_step']:.3f} | "
+              f"{r['ratio_vs_native']['of_medians']:.2f} | {rel} |")
     print()
-    print(f"Plain torch loop, no trainer (context): {plain['ms_per_step']:.3f} ms/step. Facade ms/step by backend: "
-          + ", ".join(f"{b} {results[b]['facade']['ms_per_step']:.3f}" for b in backends)
-          + (" (steady state, epochs 2..E: " + ", ".join(f"{b} {results[b]['facade']['steady_ms_per_step']:.3f}"
-                                                      for b in backends if b in KERAS) + ")"
-             if any(b in KERAS for b in backends) and args.epochs > 1 else "") + ".")
+    if FLOOR in results:
+        r = results[FLOOR]
+        rn = r["ratio_vs_native"]
+        print(f"torch backend vs a hand-written PyTorch loop (target <= 1.05): facade {r['facade']['ms_per_step']:.3f} "
+              f"ms/step (CPU {r['facade']['cpu_ms_per_step']:.3f})")
+        print(f"  native (DataLoader(TensorDataset, batch_size=32, shuffle=True)): {r['native']['ms_per_step']:.3f} "
+              f"ms/step (CPU {r['native']['cpu_ms_per_step']:.3f}); facade/native {rn['of_medians']:.2f}, paired "
+              f"{rn['paired']:.2f}, fastest {rn['of_minimums']:.2f}, CPU {rn['cpu_of_medians']:.2f}")
+        for side, what in (("native_lean", "native-lean (the facade's batch fetching: DataLoader over index-tensor "
+                                           "batches, one TensorDataset[idx] per batch)"),
+                           ("native_slice", "native-slice (no DataLoader: x[perm[i:i+32]] in the loop)")):
+            if side in r:
+                rs = r[f"ratio_vs_{side}"]
+                print(f"  {what}: {r[side]['ms_per_step']:.3f} ms/step (CPU {r[side]['cpu_ms_per_step']:.3f}); "
+                      f"facade/{side.split('_')[1]} {rs['of_medians']:.2f}, paired {rs['paired']:.2f}, fastest "
+                      f"{rs['of_minimums']:.2f}, CPU {rs['cpu_of_medians']:.2f}")
+        print()
     for b in backends:
         r = results[b]
         rn = r["ratio_vs_native"]
@@ -672,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
                      + (" (no XLA: Keras turns 'auto' off on a CPU-only TensorFlow machine and on torch), the facade's "
                         "own setting, so the table compares the same non-XLA execution." if resolved == [False] else
                         "; the facade compiles with jit_compile=False, so the two differ here (see native-xla)."))
-        if "native_lean" in r:
+        if "native_lean" in r and b != FLOOR:
             rl = r["ratio_vs_native_lean"]
             line += (f" Diagnostic native-lean (batch-at-once loader like the facade's"
                      f"{', val metrics logged once per epoch' if b == 'lightning' else ''}): "
@@ -684,17 +780,55 @@ def main(argv: list[str] | None = None) -> int:
             line += (f" Diagnostic native-xla (compile(jit_compile=True), resolved {rxla['jit_compile']}): "
                      f"{rxla['ms_per_step']:.3f} ms/step, steady {rxla['steady_ms_per_step']:.3f}; "
                      f"facade/xla {rx['of_medians']:.2f} (steady {rx['steady_of_medians']:.2f}).")
+        vs = r["vs_torch_facade"]
+        if vs is not None and b != FLOOR:
+            line += (f" Against the torch backend's facade ({vs['source']}: {vs['torch_ms_per_step']:.3f} ms/step): "
+                     f"{vs['of_medians']:.2f}x" + (f", paired {vs['paired']:.2f}" if "paired" in vs else "")
+                     + f", fastest {vs['of_minimums']:.2f}, CPU {vs['cpu_of_medians']:.2f}"
+                     + (f", steady state {vs['steady']:.2f}" if "steady" in vs else "") + ".")
         line += (f" Whole call: native {r['native']['call_s']:.3f}s (window {r['native']['window_s']:.3f}s), "
                  f"facade fit() {r['facade']['call_s']:.3f}s (window {r['facade']['window_s']:.3f}s).")
         print(line)
 
     if args.json:
         out = {"env": env, "window": "train-start hook -> train-end hook (facade: result.train_time_s)",
-               "backends": results, "plain_torch": plain}
+               "backends": results}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         print(f"\nfigures written to {args.json}")
     return 0
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return "n/a"
+
+
+def _vs_floor(backend: str, r: dict[str, Any], floor: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A backend's facade against the torch backend's facade (the speed floor): from the torch-facade side run
+    in the same rounds (lightning, ignite), else from the torch backend's own rounds (Keras: another process,
+    other moments)."""
+    if backend == FLOOR:
+        return {"of_medians": 1.0, "of_minimums": 1.0, "cpu_of_medians": 1.0, "source": "itself",
+                "torch_ms_per_step": r["facade"]["ms_per_step"]}
+    if "facade_torch" in r:
+        rr = r["ratio_vs_facade_torch"]
+        return {"of_medians": rr["of_medians"], "paired": rr["paired"], "of_minimums": rr["of_minimums"],
+                "cpu_of_medians": rr["cpu_of_medians"], "source": "its run in the same rounds",
+                "torch_ms_per_step": r["facade_torch"]["ms_per_step"]}
+    if floor is None:
+        return None
+    f, t = r["facade"], floor["facade"]
+    out = {"of_medians": f["ms_per_step"] / t["ms_per_step"],
+           "of_minimums": f["ms_per_step_min_max"][0] / t["ms_per_step_min_max"][0],
+           "cpu_of_medians": f["cpu_ms_per_step"] / t["cpu_ms_per_step"],  # Keras: process CPU vs thread CPU
+           "source": "the torch backend's rounds", "torch_ms_per_step": t["ms_per_step"]}
+    if "steady_ms_per_step" in f:
+        out["steady"] = f["steady_ms_per_step"] / t["ms_per_step"]
+    return out
+
 
 if __name__ == "__main__":
     sys.exit(main())
