@@ -410,6 +410,12 @@ def launch(trainer: Any, model: Any = None, data: Any = None, resume: Any = None
             if created and not (run_dir / "summary.json").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise TrainingError(f"training failed: {error} (run directory: {run_dir})") from None
+        except Exception as e:  # the launcher itself (rendezvous timeout, a port, pickling): one line too
+            _settle_summary(run_dir, "failed", f"launcher: {_one_line(e)}", override=True)
+            if created and not (run_dir / "summary.json").exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise TrainingError(f"training failed: starting {n} processes with torch's elastic launcher: "
+                                f"{_one_line(e)}") from e
     finally:
         import logging
 

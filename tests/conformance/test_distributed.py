@@ -203,7 +203,8 @@ def test_two_processes_match_one(torch_backend, make_spec, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == \
         sorted(p.name for p in (tmp_path / "one" / "checkpoints").iterdir())
     assert list((tmp_path / "two" / "tensorboard").glob("events.out.tfevents.*"))
-    assert not list((tmp_path / "tmp").iterdir())  # no rank directory, no launcher scratch left
+    # no rank directory, no launcher scratch left (torch may leave its own caches there)
+    assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith(("unified-", "torchelastic"))]
 
 
 def _slow_spec(make_spec, tmp_path: Path, chaos: dict[str, Any], epochs: int = 30) -> dict[str, Any]:
