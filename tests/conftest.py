@@ -180,21 +180,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 class Job:
     """One ``unified run``: ``spec`` on ``target`` into the run directory ``<root>/<target>/<name>``.
 
-    ``resume``: the name of an earlier job of the same target (continue its run directory in place) or a
-    path (a run directory, a checkpoint or an .npz). ``expect``: the exit code this run should end with (or a
-    tuple of them); a batch stops at the first run that ends otherwise. ``env``: what the process's environment must hold
-    (e.g. ``{"KERAS_BACKEND": "torch"}`` to give a torch trainer a Keras model). ``files``: modules written
-    beside the spec (importable by ``python:`` callbacks and factories).
+    ``resume``: an earlier job of the same target by name (its run directory, continued in place) or by a
+    path below it (``"first/checkpoints/last.ckpt"``: a new run directory), or an absolute path.
+    ``expect``: the exit code this run should end with (or a tuple of them); a batch stops at the first
+    run that ends otherwise. ``env``: what the process's environment must hold (e.g.
+    ``{"KERAS_BACKEND": "torch"}`` to give a torch trainer a Keras model). ``files``: modules written beside
+    the spec (importable by ``python:`` callbacks and factories). ``command``: another ``unified`` command
+    instead of ``run`` (``["export", "@first", "--format", "onnx"]``; ``@<job>`` is that job's run
+    directory, which the result then reports).
     """
 
     target: Target
-    spec: dict[str, Any]
+    spec: Optional[dict[str, Any]]
     name: str = "run"
     resume: Optional[str | Path] = None
     args: Sequence[str] = ()
     expect: "int | tuple[int, ...]" = 0
     env: Mapping[str, str] = field(default_factory=dict)
     files: Mapping[str, str] = field(default_factory=dict)
+    command: Optional[Sequence[str]] = None
 
 
 @dataclass
@@ -325,7 +329,8 @@ class TargetRunner:
         key = None
         if self.cache is not None:
             key = hashlib.sha256(json.dumps(
-                [[j.target.name, j.name, j.spec, str(j.resume), list(j.args), j.expect, dict(j.env), dict(j.files)]
+                [[j.target.name, j.name, j.spec, str(j.resume), list(j.args), j.expect, dict(j.env), dict(j.files),
+                  j.command]
                  for j in jobs], sort_keys=True, default=str).encode()).hexdigest()[:16]
             if key in self.cache:
                 return self.cache[key]
@@ -343,7 +348,11 @@ class TargetRunner:
                 here.append(p)
             else:
                 groups.setdefault(tuple(sorted(process_env(j.target, j.env).items())), []).append(p)
-        procs = [self._start(dict(env), members, root, i) for i, (env, members) in enumerate(groups.items())]
+        # at most one busy process per core: the subprocesses start first (their imports overlap the
+        # in-process training), the rest as earlier ones end
+        queue = [(dict(env), members, root, i) for i, (env, members) in enumerate(groups.items())]
+        slots = max(1, (os.cpu_count() or 2) - (1 if here else 0))
+        running = [self._start(*queue.pop(0)) for _ in range(min(slots, len(queue)))]
         results: dict[str, RunResult] = {}
         failed: dict[str, RunResult] = {}  # target -> its first unexpected run (the rest of its jobs are skipped)
         for p in here:
@@ -354,8 +363,10 @@ class TargetRunner:
             results[p["key"]] = r = self._run_here(p)
             if r.exit_code not in _allowed(j.expect):
                 failed[j.target.name] = r
-        for proc in procs:
-            results.update(self._finish(proc))
+        while running:
+            results.update(self._finish(running.pop(0)))
+            while queue and len(running) < (os.cpu_count() or 2):
+                running.append(self._start(*queue.pop(0)))
         ordered = {p["key"]: results[p["key"]] for p in prepared}
         if len({j.target.name for j in jobs}) == 1:
             ordered = {p["job"].name: r for p, r in zip(prepared, ordered.values())}
@@ -369,6 +380,11 @@ class TargetRunner:
         spec_dir.mkdir(parents=True, exist_ok=True)
         for fname, text in j.files.items():
             (spec_dir / fname).write_text(textwrap.dedent(text))
+        if j.command is not None:  # another unified command; "@<job>" names that job's run directory
+            argv = [str(spec_dir / a[1:]) if a.startswith("@") else a for a in j.command]
+            run_dir = next((Path(a) for a in argv if a.startswith(str(spec_dir))), spec_dir / j.name)
+            return {"job": j, "argv": argv + list(j.args), "run_dir": run_dir, "spec_dir": spec_dir,
+                    "key": f"{j.target.name}/{j.name}"}
         spec = copy.deepcopy(j.spec)
         spec.setdefault("logging", {})
         if not spec["logging"].get("dir"):
@@ -380,10 +396,11 @@ class TargetRunner:
         argv = ["run", str(spec_path), *j.target.run_args()]
         resume: Optional[Path] = None
         in_place = False
-        if isinstance(j.resume, str) and os.sep not in j.resume:  # an earlier job's name: its run directory
-            resume, in_place = spec_dir / j.resume, True
+        if isinstance(j.resume, str) and not os.path.isabs(j.resume):  # "<job>", "<job>/checkpoints/last.ckpt"
+            resume = spec_dir / j.resume
         elif j.resume is not None:
             resume = Path(j.resume)
+        if resume is not None:
             in_place = resume.suffix not in (".ckpt", ".npz")  # a run directory is continued in place
         run_dir = resume if in_place else spec_dir / j.name
         if not in_place:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 import yaml
 
 from unified import UnifiedTrainer
+from unified.registry import installed_backends
 
 LOGGERS = {"loggers": ["csv", "tensorboard", "mlflow"]}
 
@@ -96,39 +95,26 @@ def check_same_points(run_dir: Path, spec_changes: dict) -> None:
     assert summary["mlflow"]["run_id"] == run.info.run_id
 
 
-def test_csv_tensorboard_mlflow_hold_the_same_points(backend, make_spec, shared_store):
+def test_csv_tensorboard_mlflow_hold_the_same_points(target, make_spec, shared_store, run_target):
     changes = {"optimizer": {"lr": 0.003},
                "logging": {**LOGGERS, "mlflow": {"tracking_uri": shared_store, "experiment": "conformance"}},
                "callbacks": [{"early_stopping": {"monitor": "val/loss", "patience": 5}}]}
-    result = UnifiedTrainer(make_spec(changes), backend=backend).fit()
-    assert result.status == "completed"
-    assert result.summary["mlflow"]["experiment"] == "conformance"
-    assert result.summary["mlflow"]["tracking_uri"] == shared_store
+    result = run_target(target, make_spec(changes)).ok()
+    summary = result.summary
+    assert summary["status"] == "completed" and not math.isnan(summary["metrics"]["val/loss"])
+    assert summary["backend"] == target.backend and summary["keras_backend"] == target.variant
+    assert summary["mlflow"]["experiment"] == "conformance"
+    assert summary["mlflow"]["tracking_uri"] == shared_store
+    assert f"mlflow: run {summary['mlflow']['run_id']} in experiment 'conformance'" in result.stdout
     check_same_points(result.run_dir, changes)
 
 
-def _keras_torch_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("keras") is not None and importlib.util.find_spec("torch") is not None
-
-
-@pytest.mark.skipif(not _keras_torch_available(), reason="needs keras and torch")
-def test_keras_on_torch_through_the_cli(make_spec, shared_store, tmp_path):
-    # Keras picks its tensor backend once per process: keras-on-torch runs in its own process.
-    changes = {"optimizer": {"lr": 0.003},
-               "logging": {**LOGGERS, "mlflow": {"tracking_uri": shared_store}},
-               "callbacks": [{"early_stopping": {"monitor": "val/loss", "patience": 5}}]}
-    spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(make_spec(changes)))
-    run_dir = tmp_path / "run"
-    out = subprocess.run([sys.executable, "-m", "unified", "run", str(spec_path), "--backend", "keras",
-                          "--keras-backend", "torch", "--run-dir", str(run_dir)],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["keras_backend"] == "torch"
-    assert f"mlflow: run {summary['mlflow']['run_id']} in experiment 't'" in out.stdout
-    assert summary["mlflow"]["experiment"] == "t"  # the spec name when logging.mlflow.experiment is null
-    check_same_points(run_dir, changes)
-    assert not math.isnan(summary["metrics"]["val/loss"])
+def test_mlflow_experiment_defaults_to_the_spec_name(make_spec, shared_store):
+    """The facade names the experiment (the same on every backend: checked on one)."""
+    backend = installed_backends()[0]
+    changes = {"logging": {"loggers": ["csv", "mlflow"], "mlflow": {"tracking_uri": shared_store}},
+               "trainer": {"max_steps": 3}}
+    result = UnifiedTrainer(make_spec(changes), backend=backend).fit()
+    assert result.summary["mlflow"]["experiment"] == "t"  # the spec name when logging.mlflow.experiment is null
+    _, run = mlflow_run(result.summary)
+    assert run.info.status == "FINISHED" and run.data.params["backend"] == backend

@@ -101,56 +101,107 @@ class Boom(Callback):
             raise RuntimeError(f"boom at step {self.step}")
 
 
-def test_resume_3_to_6_epochs_and_mid_epoch_matches_an_uninterrupted_run(backend, tmp_path):
-    """3 epochs; resumed to 6 but Ctrl-C'd mid-epoch 5; resumed again: the same as 6 epochs in one go.
+SIGNAL_ONCE = '''
+import os
+import signal
+from unified.callbacks import Callback
 
+
+class SignalOnce(Callback):
+    """Sends this process ``sig`` after optimizer step ``step``, once per run directory (a real signal,
+    handled like Ctrl-C / kill; the resumed run that passes the step again is left alone)."""
+
+    def __init__(self, step, sig="SIGINT"):
+        self.step, self.sig = step, getattr(signal, sig)
+
+    def on_train_batch_end(self, state):
+        marker = state.run_dir / f".signal-at-{self.step}"
+        if state.global_step == self.step and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), self.sig)
+'''
+
+
+@pytest.fixture
+def resume_runs(tmp_path, run_target_shared):
+    """``resume_runs(target)``: one process per target for the resume chain and the checkpoint-file resume.
+
+    full: 6 epochs in one go. first: 3 epochs; killed: resumed to 6, Ctrl-C'd at step 4 * 8 + 3 (exit 130);
+    done: resumed again to 6. two: 2 epochs; three: from two's last.ckpt to 3 epochs (a new run directory).
     With an lr schedule stepped per optimizer step, so the scheduler state has to come back too.
     """
 
     def spec(**trainer):
-        return {**iris_spec(tmp_path, **trainer), "scheduler": {"name": "exponential", "gamma": 0.97, "interval": "step"}}
+        out = {**iris_spec(tmp_path, **trainer),
+               "scheduler": {"name": "exponential", "gamma": 0.97, "interval": "step"}}
+        out.pop("logging")  # the shared runner's directory
+        return out
 
-    full = UnifiedTrainer(spec(), backend=backend).fit()
-    first = UnifiedTrainer(spec(max_epochs=3), backend=backend).fit()
-    assert first.global_step == 3 * STEPS_PER_EPOCH
+    def chain():
+        out = spec()
+        out["callbacks"] = out["callbacks"] + [
+            {"python": {"target": "ut_signal_once:SignalOnce", "kwargs": {"step": 4 * STEPS_PER_EPOCH + 3}}}]
+        return out
 
-    killed = UnifiedTrainer(spec(), backend=backend,
-                            callbacks=[SignalAt(4 * STEPS_PER_EPOCH + 3, signal.SIGINT)])  # Ctrl-C
-    with pytest.raises(Interrupted) as info:
-        killed.fit(resume=first.run_dir)
-    assert info.value.signum == signal.SIGINT
+    def plain(**trainer):
+        out = iris_spec(tmp_path, **trainer)
+        out.pop("logging")
+        return out
+
+    def _runs(target):
+        Job = run_target_shared.Job
+        first = chain()
+        first["trainer"]["max_epochs"] = 3
+        return run_target_shared.many([
+            Job(target, spec(), name="full"),
+            Job(target, first, name="first", files={"ut_signal_once.py": SIGNAL_ONCE}),
+            Job(target, chain(), name="killed", resume="first", expect=130),
+            Job(target, chain(), name="done", resume="first"),
+            Job(target, plain(max_epochs=2), name="two"),
+            Job(target, plain(max_epochs=3), name="three", resume="two/checkpoints/last.ckpt"),
+        ])
+
+    return _runs
+
+
+def test_resume_3_to_6_epochs_and_mid_epoch_matches_an_uninterrupted_run(target, resume_runs):
+    """3 epochs; resumed to 6 but Ctrl-C'd mid-epoch 5; resumed again: the same as 6 epochs in one go."""
+    runs = resume_runs(target)
+    full, first, killed, done = (runs[n].ok() for n in ("full", "first", "killed", "done"))
+    assert first.summary["global_step"] == 3 * STEPS_PER_EPOCH and first.summary["status"] == "completed"
+
     run_dir = first.run_dir  # a run directory is continued in place
-    assert killed.run_dir == run_dir
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["global_step"] == 4 * STEPS_PER_EPOCH + 3
+    assert killed.run_dir == done.run_dir == run_dir
+    assert killed.summary["status"] == "interrupted" and killed.summary["global_step"] == 4 * STEPS_PER_EPOCH + 3
+    err = [ln for ln in killed.stderr.splitlines() if ln.startswith("unified: error:")]
+    assert len(err) == 1 and "interrupted by SIGINT" in err[0] and f"--resume {run_dir}" in err[0], killed.stderr[-2000:]
     assert (run_dir / "checkpoints" / "interrupted.ckpt").stat().st_size > 0
 
-    done = UnifiedTrainer(spec(), backend=backend).fit(resume=run_dir)
-    assert done.run_dir == run_dir and done.status == full.status
-    assert done.global_step == full.global_step and done.epochs == full.epochs
+    assert done.summary["status"] == full.summary["status"]
+    assert done.summary["global_step"] == full.summary["global_step"] == 6 * STEPS_PER_EPOCH
+    assert done.summary["epochs"] == full.summary["epochs"]
     assert abs(done.metrics["val/loss"] - full.metrics["val/loss"]) <= 1e-5
     # the same metrics.csv rows (epoch, step) and per-step losses, as if never stopped
-    assert [(r["epoch"], r["step"]) for r in rows(run_dir)] == [(r["epoch"], r["step"]) for r in rows(full.run_dir)]
-    a, b = step_losses(full.run_dir), step_losses(run_dir)
-    assert max(abs(a[s] - b[s]) for s in a) <= 1e-5
-    lrs = lambda d: [float(r["lr"]) for r in rows(d)]
-    assert lrs(run_dir) == lrs(full.run_dir) and lrs(run_dir)[-1] < 0.01 * 0.97 ** 40  # the schedule went on
+    assert [(r["epoch"], r["step"]) for r in done.rows] == [(r["epoch"], r["step"]) for r in full.rows]
+    gap = np.max(np.abs(done.step_losses() - full.step_losses()))
+    assert gap <= 1e-5, f"3 + 3 epochs vs 6: per-step train/loss differs by {gap:.2e}"
+    lrs = lambda r: [float(row["lr"]) for row in r.rows]
+    assert lrs(done) == lrs(full) and lrs(done)[-1] < 0.01 * 0.97 ** 40  # the schedule went on
     # callback state came back: the same checkpoint files, the same best
     names = lambda d: sorted(p.name for p in (d / "checkpoints").glob("*.ckpt") if p.name != "interrupted.ckpt")
     assert names(run_dir) == names(full.run_dir)
-    assert done.best == full.best
+    assert done.summary["best"] == full.summary["best"]
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
-    assert json.loads((run_dir / "summary.json").read_text())["resumed_from"].endswith("interrupted.ckpt")
+    assert done.summary["resumed_from"].endswith("interrupted.ckpt")
 
 
-def test_resume_from_a_checkpoint_file_starts_a_new_run_dir(backend, tmp_path):
-    first = UnifiedTrainer(iris_spec(tmp_path, max_epochs=2), backend=backend).fit()
-    ckpt = first.run_dir / "checkpoints" / "last.ckpt"
-    second = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=backend).fit(resume=ckpt)
+def test_resume_from_a_checkpoint_file_starts_a_new_run_dir(target, resume_runs):
+    runs = resume_runs(target)
+    first, second = runs["two"].ok(), runs["three"].ok()
     assert second.run_dir != first.run_dir
-    assert second.global_step == 3 * STEPS_PER_EPOCH
-    assert [int(r["epoch"]) for r in rows(second.run_dir)] == [3] * (STEPS_PER_EPOCH + 1)  # only the new epoch
-    assert json.loads((second.run_dir / "summary.json").read_text())["resumed_from"] == str(ckpt)
+    assert second.summary["global_step"] == 3 * STEPS_PER_EPOCH
+    assert [int(r["epoch"]) for r in second.rows] == [3] * (STEPS_PER_EPOCH + 1)  # only the new epoch
+    assert second.summary["resumed_from"] == str(first.run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_resume_mistakes_are_one_line_exit_2(backend, tmp_path, capsys):
@@ -304,73 +355,46 @@ def _cli(args: list[str], **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _kill_and_resume(tmp_path: Path, extra: list[str]) -> tuple[dict, Path]:
+def _kill_and_resume(tmp_path: Path, target, check_exit) -> tuple[dict, Path]:
     (tmp_path / "slowcb.py").write_text(SLOW)
     spec = iris_spec(tmp_path, max_epochs=3)
     spec["callbacks"].append({"python": {"target": "slowcb:Slow"}})
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     run_dir = tmp_path / "killed"
-    proc = _cli([str(path), "--run-dir", str(run_dir), *extra])
+    proc = _cli([str(path), "--run-dir", str(run_dir), *target.run_args()])
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         csv_path = run_dir / "metrics.csv"
         if csv_path.exists() and len(csv_path.read_text().splitlines()) > STEPS_PER_EPOCH + 4:  # into epoch 2
             break
         time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    if proc.poll() is not None:  # it ended before the kill
+        check_exit(target, "the run to be killed (it ended first)", proc.returncode, proc.communicate()[1], expect=143)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=240)
-    assert proc.returncode == 143, err[-2000:]
+    check_exit(target, "the run killed with SIGTERM", proc.returncode, err, expect=143)
     assert "Traceback" not in err and "SIGTERM" in err and "--resume" in err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and 0 < summary["global_step"] < 3 * STEPS_PER_EPOCH
     assert (run_dir / "checkpoints" / "interrupted.ckpt").is_file()
     assert not list(run_dir.rglob(".*.tmp"))
-    resumed = _cli([str(path), "--resume", str(run_dir)])  # the run's own backend
+    resumed = _cli([str(path), "--resume", str(run_dir)])  # the run's own backend (and Keras backend)
     out, err = resumed.communicate(timeout=240)
-    assert resumed.returncode == 0, err[-2000:]
+    check_exit(target, "the resumed run", resumed.returncode, err)
     return json.loads((run_dir / "summary.json").read_text()), run_dir
 
 
-def test_sigterm_mid_epoch_then_resume_from_the_cli(backend, tmp_path):
-    if backend == "keras":
-        import keras
-
-        extra = ["--backend", "keras", "--keras-backend", keras.backend.backend()]
-    else:
-        extra = ["--backend", backend]
-    summary, run_dir = _kill_and_resume(tmp_path, extra)
+def test_sigterm_mid_epoch_then_resume_from_the_cli(target, tmp_path, run_target):
+    """A real process killed with SIGTERM mid-epoch, resumed with `unified run --resume RUN_DIR` alone."""
+    summary, run_dir = _kill_and_resume(tmp_path, target, run_target.check_exit)
     assert summary["status"] == "completed" and summary["global_step"] == 3 * STEPS_PER_EPOCH
+    assert (summary["backend"], summary["keras_backend"]) == (target.backend, target.variant)
     steps = [int(r["step"]) for r in rows(run_dir) if r["train/loss"]]
     assert steps == list(range(1, 3 * STEPS_PER_EPOCH + 1))  # every step once: nothing lost, nothing repeated
-    reference = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=backend).fit()
-    assert abs(summary["metrics"]["val/loss"] - reference.metrics["val/loss"]) <= 1e-5
-
-
-def _keras_torch_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("keras") is not None and importlib.util.find_spec("torch") is not None
-
-
-@pytest.mark.skipif(not _keras_torch_available() or not [b for b in BACKENDS if b != "keras"],
-                    reason="needs keras, torch and a torch trainer")
-def test_keras_on_torch_sigterm_and_exact_resume(tmp_path):
-    """Keras picks its tensor backend once per process: keras/torch runs in subprocesses."""
-    summary, run_dir = _kill_and_resume(tmp_path, ["--backend", "keras", "--keras-backend", "torch"])
-    assert summary["keras_backend"] == "torch"
-    assert summary["status"] == "completed" and summary["global_step"] == 3 * STEPS_PER_EPOCH
-    torch_trainer = next(b for b in BACKENDS if b != "keras")
-    reference = UnifiedTrainer(iris_spec(tmp_path, max_epochs=3), backend=torch_trainer).fit()
+    # the same as 3 epochs in one go (on this target when this process can host it, else on the reference)
+    ref = target if run_target.runs_here(target) else run_target.reference_for(target)
+    reference = run_target(ref, iris_spec(tmp_path, max_epochs=3)).ok()
     assert abs(summary["metrics"]["val/loss"] - reference.metrics["val/loss"]) <= 1e-5
     a, b = step_losses(reference.run_dir), step_losses(run_dir)
     assert max(abs(a[s] - b[s]) for s in a) <= 1e-5
-    # and the finished 3-epoch run resumed to 6 epochs
-    more = _cli([str(tmp_path / "spec.yaml"), "--resume", str(run_dir), "--set", "trainer.max_epochs=6"])
-    _, err = more.communicate(timeout=240)
-    assert more.returncode == 0, err[-2000:]
-    six = json.loads((run_dir / "summary.json").read_text())
-    reference6 = UnifiedTrainer(iris_spec(tmp_path, max_epochs=6), backend=torch_trainer).fit()
-    assert six["global_step"] == reference6.global_step == 6 * STEPS_PER_EPOCH
-    assert abs(six["metrics"]["val/loss"] - reference6.metrics["val/loss"]) <= 1e-5
