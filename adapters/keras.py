@@ -41,10 +41,9 @@ def import_keras(requested: Optional[str]) -> Any:
             )
         return keras
     if importlib.util.find_spec(KERAS_BACKENDS[want]) is None:
-        extra = "keras" if want == "tensorflow" else f"keras,{'ignite' if want == 'torch' else want}"
+        extra = {"tensorflow": "keras", "torch": "keras,ignite", "jax": "keras-jax"}[want]
         raise BackendUnavailableError(
             f"keras_backend {want!r} needs the {KERAS_BACKENDS[want]} package: pip install \"unified-trainer[{extra}]\""
-            + (" (and jax)" if want == "jax" else "")
         )
     os.environ["KERAS_BACKEND"] = want
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
