@@ -8,23 +8,17 @@ ends every epoch with a partial window (7 full windows + 1 batch = 8 optimizer s
 from __future__ import annotations
 
 import csv
-import itertools
-import json
 import math
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from unified import UnifiedTrainer
-from unified.errors import NotSupportedError
-from unified.registry import installed_backends, load_adapter
+from unified.registry import load_adapter
 from unified.schedules import Schedule, optimizer_steps_per_epoch, plan_schedule
 
-BACKENDS = installed_backends()
 IRIS = {"data": {"source": "sklearn:iris", "batch_size": 8}, "model": {"hidden": [16]},
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
         "trainer": {"max_epochs": 2, "log_every_n_steps": 1}}
@@ -74,19 +68,100 @@ SCHEDULES = {
     "onecycle-step": ({"name": "onecycle", "interval": "step", "max_lr": 0.2, "pct_start": 0.25}, {}),
     "step-epoch": ({"name": "step", "step_size": 1, "gamma": 0.5}, {"max_epochs": 3}),
 }
+PLATEAU = {"name": "reduce_on_plateau", "monitor": "val/loss", "mode": "max", "patience": 0, "factor": 0.5}
+AGREE = {**IRIS, "scheduler": {"name": "cosine", "interval": "step", "warmup_steps": 3},
+         "trainer": {**IRIS["trainer"], "accumulate_grad_batches": 2, "gradient_clip_norm": 0.5}}
+BF16 = {**IRIS, "optimizer": {"name": "adam", "lr": 0.01},
+        "trainer": {**IRIS["trainer"], "max_epochs": 3, "precision": "bf16-mixed"}}
+
+# What a target refuses up front today by design (README, "What works on which backend": accumulation and
+# clipping on keras tensorflow / torch, not jax): target -> (does the spec need it, the one line it answers
+# with). A limit that gets lifted is no failure: the run is then judged like any other.
+LIMITS = {
+    "keras-jax": (lambda spec: spec["trainer"].get("accumulate_grad_batches", 1) > 1
+                  or spec["trainer"].get("gradient_clip_norm") is not None,
+                  "trainer.accumulate_grad_batches / gradient_clip_norm on keras_backend 'jax' are not supported yet"),
+}
+
+
+def _cases() -> dict[str, dict]:
+    """Every run this module judges from a run directory: name -> spec changes (iris, tiny)."""
+    cases = {name: {**IRIS, "scheduler": sched, "trainer": {**IRIS["trainer"], **trainer}}
+             for name, (sched, trainer) in SCHEDULES.items()}
+    cases["plateau"] = {**IRIS, "scheduler": PLATEAU, "trainer": {**IRIS["trainer"], "max_epochs": 4}}
+    cases["batch-8"] = IRIS
+    cases["batch-4-acc-2"] = {**IRIS, "data": {**IRIS["data"], "batch_size": 4},
+                              "trainer": {**IRIS["trainer"], "accumulate_grad_batches": 2}}
+    cases["max-steps"] = {**IRIS, "trainer": {**IRIS["trainer"], "accumulate_grad_batches": 2, "max_steps": 11}}
+    # bf16 before agree: a mixed-precision policy leaking into the next run of the same process would
+    # show up as a disagreement below
+    cases["bf16"] = BF16
+    cases["agree"] = AGREE
+    cases["fp16"] = {**IRIS, "trainer": {**IRIS["trainer"], "precision": "16-mixed"}}
+    cases["plateau-no-val"] = {**IRIS, "data": {**IRIS["data"], "val_fraction": 0.0},
+                               "scheduler": {"name": "reduce_on_plateau"}}
+    return cases
+
+
+def _must_refuse(target, spec: dict) -> str | None:
+    """The line every run of ``spec`` on ``target`` is refused with (exit 2), None when it is not."""
+    if spec["trainer"].get("precision") == "16-mixed" and "precision:16-mixed" not in load_adapter(target.backend).features:
+        return "16-mixed"
+    if spec["data"].get("val_fraction") == 0.0:
+        return "no validation data"
+    return None
+
+
+def _may_refuse(target, spec: dict) -> str | None:
+    needs, line = LIMITS.get(target.name, (lambda spec: False, ""))
+    return line if needs(spec) else None
+
+
+@pytest.fixture
+def runs(make_spec, run_target_shared):
+    """``runs(target) -> {case: RunResult}``: all of a target's cases in one process, once for the session.
+
+    The runs a target refuses (or may refuse) go first, so a target that fails early still has them checked.
+    """
+
+    def _runs(target):
+        Job = run_target_shared.Job
+        jobs = []
+        for name, changes in _cases().items():
+            spec = make_spec(changes)
+            spec.pop("logging")  # the shared runner's directory
+            expect = 2 if _must_refuse(target, spec) else (0, 2) if _may_refuse(target, spec) else 0
+            jobs.append(Job(target, spec, name=name, expect=expect))
+        return run_target_shared.many(sorted(jobs, key=lambda j: j.expect == 0))
+
+    return _runs
+
+
+def _refused(target, result, spec: dict) -> bool:
+    """True when ``target`` refused ``spec`` as it must (or may): exit 2, that one line, nothing trained."""
+    line = _must_refuse(target, spec) or _may_refuse(target, spec)
+    result.ok()  # the exit code is one the job allows
+    if line is None or result.exit_code != 2:
+        return False
+    err = [ln for ln in result.stderr.strip().splitlines() if ln.startswith("unified: error:")]
+    assert len(err) == 1 and line in err[0], result.stderr[-2000:]
+    assert not result.step_rows()
+    return True
 
 
 @pytest.mark.parametrize("case", list(SCHEDULES), ids=list(SCHEDULES))
-def test_lr_sequence_follows_torchs_schedule(backend, make_spec, case):
-    scheduler, trainer = SCHEDULES[case]
-    spec = make_spec({**IRIS, "scheduler": scheduler, "trainer": {**IRIS["trainer"], **trainer}})
-    _, result, rows = _run(spec, backend)
+def test_lr_sequence_follows_torchs_schedule(target, make_spec, runs, case):
+    spec = make_spec(_cases()[case])
+    result = runs(target)[case]
+    if _refused(target, result, spec):
+        return
+    rows = result.ok().rows
     epochs = spec["trainer"]["max_epochs"]
     spe = optimizer_steps_per_epoch(15, spec["trainer"].get("accumulate_grad_batches", 1))  # 15 or 8
     want_steps, want_epochs = _expected_lrs(spec, 15, epochs, spe)
     got_steps = [float(r["lr"]) for r in _steps(rows)]
     got_epochs = [float(r["lr"]) for r in _epochs(rows)]
-    assert result.global_step == epochs * spe
+    assert result.summary["global_step"] == epochs * spe
     # every optimizer step logged once, in its epoch (with accumulation 2: 7 windows + a partial one)
     assert [(int(r["epoch"]), int(r["step"])) for r in _steps(rows)] == \
         [(1 + (s - 1) // spe, s) for s in range(1, epochs * spe + 1)]
@@ -95,12 +170,11 @@ def test_lr_sequence_follows_torchs_schedule(backend, make_spec, case):
     assert len(set(got_steps)) > 2
 
 
-def test_reduce_on_plateau_steps_on_the_logged_monitor(backend, make_spec):
+def test_reduce_on_plateau_steps_on_the_logged_monitor(target, make_spec, runs):
     # mode max on a falling val/loss: no epoch after the first is "better", so with patience 0 the
     # lr halves after every epoch from the second on
-    sched = {"name": "reduce_on_plateau", "monitor": "val/loss", "mode": "max", "patience": 0, "factor": 0.5}
-    spec = make_spec({**IRIS, "scheduler": sched, "trainer": {**IRIS["trainer"], "max_epochs": 4}})
-    _, _, rows = _run(spec, backend)
+    spec = make_spec(_cases()["plateau"])
+    rows = runs(target)["plateau"].ok().rows
     val = [float(r["val/loss"]) for r in _epochs(rows)]
     want_steps, want_epochs = _expected_lrs(spec, 15, 4, 15, val)
     assert [float(r["lr"]) for r in _epochs(rows)] == want_epochs
@@ -108,27 +182,27 @@ def test_reduce_on_plateau_steps_on_the_logged_monitor(backend, make_spec):
     assert want_epochs[-1] < want_epochs[0]
 
 
-def test_accumulation_equals_the_bigger_batch(backend, make_spec):
-    big = make_spec(IRIS)
-    small = make_spec({**IRIS, "data": {**IRIS["data"], "batch_size": 4},
-                       "trainer": {**IRIS["trainer"], "accumulate_grad_batches": 2}})
-    _, rb, rows_b = _run(big, backend)
-    _, rs, rows_s = _run(small, backend)
-    lb = np.array([float(r["train/loss"]) for r in _steps(rows_b)])
-    ls = np.array([float(r["train/loss"]) for r in _steps(rows_s)])
-    assert rb.global_step == rs.global_step == 30
-    assert [r["step"] for r in _steps(rows_b)] == [r["step"] for r in _steps(rows_s)]
-    gap = np.max(np.abs(lb - ls))
+def test_accumulation_equals_the_bigger_batch(target, make_spec, runs):
+    got = runs(target)
+    big, small = got["batch-8"].ok(), got["batch-4-acc-2"]
+    if _refused(target, small, make_spec(_cases()["batch-4-acc-2"])):
+        return
+    small.ok()
+    assert big.summary["global_step"] == small.summary["global_step"] == 30
+    assert [r["step"] for r in big.step_rows()] == [r["step"] for r in small.step_rows()]
+    gap = np.max(np.abs(big.step_losses() - small.step_losses()))
     assert gap <= 1e-5, f"batch 4 x 2 vs batch 8: per-step train/loss differs by {gap:.2e}"
-    assert abs(rb.metrics["val/loss"] - rs.metrics["val/loss"]) <= 1e-5
+    assert abs(big.metrics["val/loss"] - small.metrics["val/loss"]) <= 1e-5
 
 
-def test_max_steps_counts_optimizer_steps(backend, make_spec):
+def test_max_steps_counts_optimizer_steps(target, make_spec, runs):
     # 15 batches, accumulation 2: 8 optimizer steps per epoch (the last window is one batch)
-    spec = make_spec({**IRIS, "trainer": {**IRIS["trainer"], "accumulate_grad_batches": 2, "max_steps": 11}})
-    _, result, rows = _run(spec, backend)
-    assert (result.global_step, result.epochs) == (11, 2)
-    assert [int(r["step"]) for r in _epochs(rows)] == [8, 11]
+    result = runs(target)["max-steps"]
+    if _refused(target, result, make_spec(_cases()["max-steps"])):
+        return
+    result.ok()
+    assert (result.summary["global_step"], result.summary["epochs"]) == (11, 2)
+    assert [int(r["step"]) for r in result.epoch_rows()] == [8, 11]
 
 
 def test_clipping_bounds_the_update_by_the_global_norm(backend, make_spec):
@@ -148,15 +222,9 @@ def test_clipping_bounds_the_update_by_the_global_norm(backend, make_spec):
     assert step == pytest.approx(0.01, rel=1e-4)
 
 
-def test_bf16_mixed_trains_and_is_recorded(backend, make_spec):
-    spec = make_spec({**IRIS, "optimizer": {"name": "adam", "lr": 0.01},
-                      "trainer": {**IRIS["trainer"], "max_epochs": 3, "precision": "bf16-mixed"}})
-    trainer, result, rows = _run(spec, backend)
-    losses = [float(r["train/loss_epoch"]) for r in _epochs(rows)]
-    assert losses[-1] < 0.8 * losses[0], losses
-    summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert summary["precision"] == "bf16-mixed"
-    assert yaml.safe_load((result.run_dir / "spec.yaml").read_text())["trainer"]["precision"] == "bf16-mixed"
+def test_bf16_mixed_predict_runs_in_bf16(backend, make_spec):
+    """In this process (the run directory side is checked on every target below)."""
+    trainer, _, _ = _run(make_spec(BF16), backend)
     # predict() runs in bf16 too: it differs from a float32 forward pass of the same weights by bf16 rounding
     w = trainer._adapter.get_weights()
     x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
@@ -168,90 +236,58 @@ def test_bf16_mixed_trains_and_is_recorded(backend, make_spec):
         assert sys.modules["keras"].config.dtype_policy().name == "float32"
 
 
-def test_16_mixed_is_refused_up_front_where_unsupported(backend, make_spec, tmp_path):
-    if "precision:16-mixed" in load_adapter(backend).features:
-        pytest.skip(f"{backend} supports 16-mixed")
-    spec = make_spec({**IRIS, "trainer": {**IRIS["trainer"], "precision": "16-mixed"}})
-    with pytest.raises(NotSupportedError, match="16-mixed.*bf16-mixed"):
-        UnifiedTrainer(spec, backend=backend).fit()
-    assert not any((tmp_path / "runs").rglob("summary.json"))  # nothing was started
+def test_bf16_mixed_trains_and_is_recorded_on_every_target(target, runs):
+    result = runs(target)["bf16"].ok()
+    losses = [float(r["train/loss_epoch"]) for r in result.epoch_rows()]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert result.summary["precision"] == "bf16-mixed"
+    assert yaml.safe_load((result.run_dir / "spec.yaml").read_text())["trainer"]["precision"] == "bf16-mixed"
 
 
-def test_plateau_on_val_without_validation_data_is_refused_up_front(backend, make_spec, tmp_path):
-    from unified.errors import SpecError
-
-    spec = make_spec({**IRIS, "data": {**IRIS["data"], "val_fraction": 0.0},
-                      "scheduler": {"name": "reduce_on_plateau"}})
-    with pytest.raises(SpecError, match="scheduler.monitor.*no validation data"):
-        UnifiedTrainer(spec, backend=backend).fit()
-    assert not any((tmp_path / "runs").rglob("summary.json"))
+REFUSED = ["fp16", "plateau-no-val"]
 
 
-AGREE = {**IRIS, "scheduler": {"name": "cosine", "interval": "step", "warmup_steps": 3},
-         "trainer": {**IRIS["trainer"], "accumulate_grad_batches": 2, "gradient_clip_norm": 0.5}}
+@pytest.mark.parametrize("case", REFUSED)
+def test_impossible_settings_are_refused_up_front(target, make_spec, runs, case):
+    """16-mixed where a backend has no float16 AMP on CPU; a plateau scheduler on val/loss without
+    validation data: exit 2, one line, nothing trained."""
+    spec = make_spec(_cases()[case])
+    if _must_refuse(target, spec) is None:
+        pytest.skip(f"{target.name} supports {case}")
+    assert _refused(target, runs(target)[case], spec)
 
 
-@pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two installed backends to compare")
-def test_accumulation_clipping_schedule_agree_across_backends(make_spec):
-    spec = make_spec(AGREE)
-    runs = {b: _run(spec, b) for b in BACKENDS}
-    for a, b in itertools.combinations(BACKENDS, 2):
-        la = np.array([float(r["train/loss"]) for r in _steps(runs[a][2])])
-        lb = np.array([float(r["train/loss"]) for r in _steps(runs[b][2])])
-        assert len(la) == len(lb) == 16
-        assert np.max(np.abs(la - lb)) <= 1e-5, f"{a} vs {b}: {np.max(np.abs(la - lb)):.2e}"
-        assert [r["lr"] for r in runs[a][2]] == [r["lr"] for r in runs[b][2]]
-        assert abs(runs[a][1].metrics["val/loss"] - runs[b][1].metrics["val/loss"]) <= 1e-5
+# A library defect (reported; unified/ is not this suite's to change): the plateau-without-validation refusal
+# comes after the run directory is written.
+LEFT_BEHIND = ("library defect: the plateau-without-validation refusal comes after the run directory is written, so "
+               "`unified run --run-dir DIR` leaves DIR/summary.json with status 'running' (without --run-dir, an "
+               "empty logging.dir/<name>/<backend>/ folder); the check belongs before the run directory is made")
 
 
-KERAS_TORCH_SCRIPT = r'''
-import csv, json, sys, yaml
-from unified import UnifiedTrainer
-out = {}
-for name, path in (("agree", sys.argv[1]), ("bf16", sys.argv[2])):
-    trainer = UnifiedTrainer(yaml.safe_load(open(path)), backend="keras")
-    result = trainer.fit()
-    rows = list(csv.DictReader(open(result.run_dir / "metrics.csv")))
-    out[name] = {"rows": rows, "val": result.metrics["val/loss"], "step": result.global_step,
-                 "summary": json.load(open(result.run_dir / "summary.json"))}
-import keras
-out["backend"] = keras.backend.backend()
-out["policy_after"] = keras.config.dtype_policy().name
-print("RESULT" + json.dumps(out))
-'''
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_refused_run_leaves_no_run_behind(target, make_spec, runs, case):
+    spec = make_spec(_cases()[case])
+    if _must_refuse(target, spec) is None:
+        pytest.skip(f"{target.name} supports {case}")
+    result = runs(target)[case]
+    assert result.exit_code == 2
+    if case == "plateau-no-val" and (result.summary or {}).get("status") == "running":
+        pytest.xfail(LEFT_BEHIND)
+    assert result.summary is None, f"a refused run left summary.json: {result.summary}"
 
 
-def _keras_torch_available() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("keras", "torch"))
-
-
-@pytest.mark.skipif(not _keras_torch_available() or not [b for b in BACKENDS if b != "keras"],
-                    reason="needs keras, torch and a torch trainer")
-def test_keras_on_torch_same_semantics(make_spec, tmp_path):
-    """Keras picks its tensor backend once per process: keras/torch runs in a subprocess."""
-    agree = make_spec(AGREE)
-    bf16 = make_spec({**IRIS, "optimizer": {"name": "adam", "lr": 0.01},
-                      "trainer": {**IRIS["trainer"], "max_epochs": 3, "precision": "bf16-mixed"}})
-    paths = []
-    for name, spec in (("agree", agree), ("bf16", bf16)):
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({**spec, "keras_backend": "torch"}))
-        paths.append(str(path))
-    out = subprocess.run([sys.executable, "-c", KERAS_TORCH_SCRIPT, *paths], capture_output=True, text=True,
-                         timeout=600, cwd=str(Path(__file__).resolve().parents[2]))
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads(out.stdout.split("RESULT", 1)[1])
-    assert got["backend"] == "torch" and got["policy_after"] == "float32"
-    reference = next(b for b in BACKENDS if b != "keras")
-    _, ref, ref_rows = _run(agree, reference)
-    kt = got["agree"]["rows"]
-    assert got["agree"]["step"] == ref.global_step == 16
-    la = np.array([float(r["train/loss"]) for r in _steps(kt)])
-    lb = np.array([float(r["train/loss"]) for r in _steps(ref_rows)])
-    assert np.max(np.abs(la - lb)) <= 1e-5, f"keras/torch vs {reference}: {np.max(np.abs(la - lb)):.2e}"
-    assert [r["lr"] for r in kt] == [r["lr"] for r in ref_rows]
-    assert abs(got["agree"]["val"] - ref.metrics["val/loss"]) <= 1e-5
-    losses = [float(r["train/loss_epoch"]) for r in _epochs(got["bf16"]["rows"])]
-    assert losses[-1] < 0.8 * losses[0] and got["bf16"]["summary"]["precision"] == "bf16-mixed"
+def test_accumulation_clipping_schedule_agree_with_the_reference(target, make_spec, runs, run_target,
+                                                                   agreement_gaps):
+    ref = run_target.reference_for(target)
+    if ref is None:
+        pytest.skip("needs a second target to compare with")
+    result = runs(target)["agree"]
+    if _refused(target, result, make_spec(AGREE)):
+        return
+    got, want = result.ok(), runs(ref)["agree"].ok()
+    assert got.summary["global_step"] == want.summary["global_step"] == 16
+    gap = float(np.max(np.abs(got.step_losses() - want.step_losses())))
+    agreement_gaps.setdefault(target.name, {})["acc+clip+cosine"] = gap
+    assert gap <= 1e-5, f"{target.name} vs {ref.name}: {gap:.2e}"
+    assert [r["lr"] for r in got.rows] == [r["lr"] for r in want.rows]
+    assert abs(got.metrics["val/loss"] - want.metrics["val/loss"]) <= 1e-5

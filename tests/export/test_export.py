@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -184,12 +182,6 @@ def test_run_whose_export_fails_verification_exits_1(make_spec, tmp_path, capsys
     assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".export.")]  # no temp dir left
 
 
-def _keras_torch_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("keras") is not None and importlib.util.find_spec("torch") is not None
-
-
 def _numpy_mlp(run_dir: Path, x: np.ndarray) -> np.ndarray:
     """An independent reference: the built-in MLP in numpy from preprocess.json and checkpoints/final.npz."""
     pre = json.loads((run_dir / "preprocess.json").read_text())
@@ -203,26 +195,46 @@ def _numpy_mlp(run_dir: Path, x: np.ndarray) -> np.ndarray:
     return h
 
 
-@pytest.mark.skipif(not _keras_torch_available(), reason="needs keras and torch")
-def test_keras_on_torch_exports_in_a_subprocess(make_spec, tmp_path):
-    """Keras picks its tensor backend once per process: `unified run` with an export section, keras/torch."""
-    spec = make_spec({**SMALL, "export": {"formats": ["onnx", "torchscript", "keras"]}})
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    run_dir = tmp_path / "kt"
-    out = subprocess.run([sys.executable, "-m", "unified", "run", str(path), "--backend", "keras", "--keras-backend",
-                          "torch", "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
-    assert manifest["source"]["keras_backend"] == "torch"
-    assert sorted(a["format"] for a in manifest["artifacts"]) == ["keras", "onnx", "torchscript"]
+def test_export_section_and_unified_export_on_every_target(target, make_spec, run_target):
+    """On every target, Keras on each tensor backend included (those this process cannot host run in one
+    subprocess): `unified run` with an export section, then `unified export RUN_DIR` of every format the
+    target claims; each artifact reloaded here in its own runtime matches an independent numpy forward pass
+    of checkpoints/final.npz."""
+    import importlib.util
+
+    from unified.spec import load_spec
+
+    need = "tf2onnx" if target.variant == "tensorflow" else "onnxscript"
+    if importlib.util.find_spec(need) is None:
+        pytest.skip(f"needs {need} (pip install 'unified-trainer[export]')")
+    spec = make_spec(SMALL)
+    claimed = sorted(load_adapter(target.backend).export_formats_for(load_spec({**spec, "keras_backend": target.variant})))
+    first = "onnx" if "onnx" in claimed else claimed[0]
+    spec["export"] = {"formats": [first]}
+    Job = run_target.Job
+    runs = run_target.many([
+        Job(target, spec, name="run"),
+        Job(target, None, name="export", command=["export", "@run", "--format", ",".join(claimed), "--out", "@run/all"]),
+    ])
+    run_dir = runs["run"].ok().run_dir
+    runs["export"].ok()
+    assert "verified in" in runs["export"].stdout
     x = _raw_digits()
     reference = _numpy_mlp(run_dir, x)
-    for entry in manifest["artifacts"]:
-        assert entry["verification"]["passed"] and entry["verification"]["max_abs_diff"] < 1e-4
-        if entry["format"] in ("onnx", "torchscript"):
-            got = _run_artifact(entry["format"], run_dir / "export" / entry["path"], x)
-            assert np.abs(got - reference).max() < 1e-4, entry["format"]
+    for out, formats in (("export", [first]), ("all", claimed)):
+        manifest = json.loads((run_dir / out / "manifest.json").read_text())
+        assert sorted(a["format"] for a in manifest["artifacts"]) == formats
+        assert manifest["source"]["backend"] == target.backend
+        assert manifest["source"].get("keras_backend") == target.variant
+        if out == "all":
+            assert manifest["source"]["weights"] == os.path.join("checkpoints", "final.npz")
+        for entry in manifest["artifacts"]:
+            assert entry["verification"]["passed"] and entry["verification"]["max_abs_diff"] < 1e-4, entry
+            if entry["format"] == "keras" and not run_target.runs_here(target):
+                continue  # a .keras file loads on the Keras backend it was saved on: checked by the run itself
+            got = _run_artifact(entry["format"], run_dir / out / entry["path"], x)
+            gap = float(np.abs(got - reference).max())
+            assert gap < 1e-4, f"{entry['format']} from {target.name} ({out}): max |diff| {gap:.2e} vs numpy"
 
 
 def test_export_from_run_dir_whose_data_is_gone(backend, make_spec, tmp_path, capsys):
