@@ -79,7 +79,7 @@ class TorchLoopAdapter(tc.TorchAdapter):
         """One epoch from its micro-batch ``first``; returns whether it ran to its end (not cut short)."""
         events, loop, stepper, optimizer = self.ctx.events, self.loop, self.stepper, self.optimizer
         model = self._ddp_model()
-        loss_fn, user_step = self.loss_fn, self.user_step_loss()
+        loss_fn, user_step = self.loss_fn.forward, self.user_step_loss()  # forward: no module-call hooks per step
         n, clip_norm, precision = loop.accumulate, self.ctx.spec.trainer.gradient_clip_norm, self.precision
         model.train()
         pos = first - 1

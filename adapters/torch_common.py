@@ -43,15 +43,17 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.act = _ACTIVATIONS[activation]()
         self.drop = nn.Dropout(dropout) if dropout > 0 else None
+        # The forward chain, built once (the same module objects: state_dict keys stay layers.<i>.*).
+        chain: list[nn.Module] = []
+        for i, layer in enumerate(self.layers):
+            chain.append(layer)
+            if i < len(self.layers) - 1:
+                chain += [self.act] + ([self.drop] if self.drop is not None else [])
+        self._chain = tuple(chain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < last:
-                x = self.act(x)
-                if self.drop is not None:
-                    x = self.drop(x)
+        for f in self._chain:
+            x = f(x)
         return x
 
 
@@ -139,6 +141,8 @@ class _Loss(nn.Module):
             targets = targets.to(outputs.dtype)
         if self.reduction == "mean":
             return self.fn(outputs, targets)
+        if not self.per_sample or outputs.ndim == 1:  # one value per sample already: the plain sum
+            return self.fn(outputs, targets, reduction="sum")
         # "sum" of per-sample losses: for element-wise losses, average over a sample's outputs first,
         # so that sum / n equals the mean loss of the training objective.
         loss = self.fn(outputs, targets, reduction="none")
