@@ -217,15 +217,15 @@ def test_user_metrics(user_module):
     assert acc.keys == list(out)
 
 
-@pytest.mark.parametrize("target, parts", [
+@pytest.mark.parametrize("metric_target, parts", [
     ("no_such_metrics_mod:X", ["metrics[1]", "cannot import 'no_such_metrics_mod'", "No module named"]),
     ("my_metrics_mod:Missing", ["metrics[1]", "has no attribute 'Missing'"]),
     ("my_metrics_mod:NotAMetric", ["metrics[1]", "not a Metric", "update, compute"]),
     ("my_metrics_mod:not_a_class", ["metrics[1]", "not a class"]),
 ])
-def test_user_metric_errors(user_module, target, parts):
+def test_user_metric_errors(user_module, metric_target, parts):
     with pytest.raises(SpecError) as e:
-        build_metrics(make_spec(metrics=["accuracy", py(target)]), 3)
+        build_metrics(make_spec(metrics=["accuracy", py(metric_target)]), 3)
     msg = str(e.value)
     assert "\n" not in msg
     for part in parts:
