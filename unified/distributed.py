@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -39,6 +40,7 @@ WORKER_FLAG = "UNIFIED_DDP_WORKER"  # set in the ranks :func:`launch` starts
 REPORT_DIR = "UNIFIED_DDP_REPORT_DIR"  # where a rank started by :func:`launch` leaves its one-line outcome
 TIMEOUT_ENV = "UNIFIED_DDP_TIMEOUT"
 GRACE_ENV = "UNIFIED_DDP_SIGNAL_GRACE"
+START_ENV = "UNIFIED_DDP_START_METHOD"  # fork (default on Linux) or spawn
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_GRACE_S = 5.0
 
@@ -97,6 +99,22 @@ def timeout_s() -> float:
 def grace_s() -> float:
     """Seconds a rank has, after SIGINT/SIGTERM, before it exits without a checkpoint (``UNIFIED_DDP_SIGNAL_GRACE``)."""
     return _seconds(GRACE_ENV, DEFAULT_GRACE_S)
+
+
+def start_method() -> str:
+    """How :func:`launch` starts the ranks (``UNIFIED_DDP_START_METHOD``).
+
+    ``fork`` (the default on Linux): a rank is a copy of the launching process, with torch and the backend
+    already imported (half the start-up time of ``spawn`` here) and ``fit(model=, data=)`` shared as they
+    are; PyTorch re-initialises its CPU thread pool in a forked child. ``spawn`` (elsewhere): a fresh
+    interpreter, so the arguments are pickled and a script needs the ``if __name__ == "__main__":`` guard.
+    """
+    method = os.environ.get(START_ENV, "").strip() or ("fork" if sys.platform.startswith("linux") else "spawn")
+    if method not in ("fork", "spawn"):
+        from unified.errors import SpecError
+
+        raise SpecError(f"environment variable {START_ENV}: expected fork or spawn, got {method!r}")
+    return method
 
 
 # -- a rank stuck in a collective still ends after a signal -----------------------------------------------
@@ -206,7 +224,15 @@ def _outcome(error: BaseException) -> tuple[int, dict[str, Any]]:
     if isinstance(error, (SpecError, NotSupportedError, BackendUnavailableError)):
         kind = "NotSupportedError" if isinstance(error, NotSupportedError) else "SpecError"
         return 2, {"kind": kind, "message": _one_line(error)}
-    return 1, {"kind": "TrainingError", "message": _one_line(error)}
+    line = _one_line(error)
+    if line.startswith("training failed: "):  # the launcher says it once, with the run directory
+        line = line[len("training failed: "):]
+    line = re.sub(r" \(run directory: [^()]*\)$", "", line)
+    return 1, {"kind": "TrainingError", "message": line, "peer_lost": any(m in line for m in _PEER_LOST)}
+
+
+# What a collective raises when another rank died: a symptom; the launcher names the rank that died.
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "DistNetworkError")
 
 
 _EXIT_CODE = 0
@@ -229,6 +255,9 @@ def _rank_main(payload: dict[str, Any]) -> Any:
 
     os.environ[WORKER_FLAG] = "1"
     os.environ[REPORT_DIR] = payload["report_dir"]
+    if threading.current_thread() is threading.main_thread():  # forked: not the launcher's agent handlers
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     atexit.register(_exit_now)  # registered first, so it runs after every other atexit handler
     world = world_from_env()
     try:
@@ -253,6 +282,8 @@ def _rank_main(payload: dict[str, Any]) -> Any:
     except BaseException as e:  # noqa: BLE001 - reported to the launcher, then the exit code says it
         _EXIT_CODE, report = _outcome(e)
         _write_report(world.rank, report)
+        if report.get("peer_lost"):  # give the agent a moment to see the rank that died first
+            time.sleep(1.0)
         raise SystemExit(_EXIT_CODE) from None
     _write_report(world.rank, {"kind": "ok", "status": result.status})
     return result if world.is_zero else None
@@ -304,7 +335,8 @@ def _settle_summary(run_dir: Path, status: str, error: str, override: bool) -> N
         atomic_write_json(path, summary)
 
 
-def _failure(failures: dict[int, Any], reports: dict[int, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+def _failure(failures: dict[int, Any], reports: dict[int, dict[str, Any]],
+             world_size: int) -> tuple[int, dict[str, Any]]:
     """The rank whose failure ended the job, and its report (made from the exit code when it left none)."""
     def code_of(rank: int) -> int:
         return int(getattr(failures.get(rank), "exitcode", 1) or 1)
@@ -320,8 +352,17 @@ def _failure(failures: dict[int, Any], reports: dict[int, dict[str, Any]]) -> tu
         return {"kind": "exit", "message": f"exited with code {code} without an error message (os._exit or a crash)"}
 
     ranks = sorted(failures) or sorted(r for r, rep in reports.items() if rep.get("kind") != "ok")
-    # A rank that failed on its own comes before one that was stopped because of it.
-    own = [r for r in ranks if reports.get(r, {}).get("kind") not in ("Interrupted",)]
+    # A rank that failed on its own comes before one that was stopped because of it (a signal from the
+    # agent, or a collective that lost its peer).
+    own = [r for r in ranks if reports.get(r, {}).get("kind") != "Interrupted" and not reports.get(r, {}).get("peer_lost")]
+    if not own:
+        causes = [r for r, rep in sorted(reports.items())
+                  if rep.get("kind") not in ("ok", "Interrupted") and not rep.get("peer_lost")]
+        silent = [r for r in range(world_size) if r not in reports]
+        if causes:
+            return causes[0], reports[causes[0]]
+        if silent:
+            return silent[0], {"kind": "exit", "message": "ended without an error message (killed, os._exit or a crash)"}
     rank = (own or ranks or [0])[0]
     return rank, reports.get(rank) or made(rank)
 
@@ -349,7 +390,9 @@ def launch(trainer: Any, model: Any = None, data: Any = None, resume: Any = None
     spec = trainer.spec
     n = int(spec.trainer.devices)
     timeout, grace = timeout_s(), grace_s()
-    _checked_pickle({"fit(model=...)": model, "fit(data=...)": data, "callbacks=[...]": trainer.extra_callbacks})
+    method = start_method()
+    if method == "spawn":
+        _checked_pickle({"fit(model=...)": model, "fit(data=...)": data, "callbacks=[...]": trainer.extra_callbacks})
     if trainer.run_dir is not None:
         run_dir, created = Path(trainer.run_dir), False
     elif resume is not None and Path(resume).is_dir():
@@ -372,7 +415,7 @@ def launch(trainer: Any, model: Any = None, data: Any = None, resume: Any = None
         min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=f"unified-{uuid.uuid4().hex[:12]}",
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1",
         rdzv_configs={"timeout": int(timeout), "join_timeout": int(timeout), "read_timeout": int(timeout)},
-        max_restarts=0, monitor_interval=0.1, start_method="spawn",
+        max_restarts=0, monitor_interval=0.1, start_method=method,
         logs_specs=DefaultLogsSpecs(log_dir=str(work / "logs")),
         shutdown_timeout=int(grace) + 2,  # then SIGKILL: a rank's own watchdog ends it after `grace`
     )
@@ -395,7 +438,7 @@ def launch(trainer: Any, model: Any = None, data: Any = None, resume: Any = None
             raise Interrupted(signum, message) from None
         except ChildFailedError as e:
             reports = _read_reports(work)
-            rank, report = _failure(e.failures, reports)
+            rank, report = _failure(e.failures, reports, n)
             kind, line = report.get("kind"), report.get("message", "")
             if kind == "Interrupted" and all(r.get("kind") in ("Interrupted", "ok") for r in reports.values()):
                 signum = int(report.get("signum", signal.SIGTERM))  # a rank was sent the signal directly

@@ -234,9 +234,11 @@ def test_a_dead_rank_ends_the_run(torch_backend, how, make_spec, tmp_path):
         err = cmd.stderr
         assert code == 1, err[-3000:]
         assert took < 60, took
-        expect = "exited with code 3" if how == "exit" else "killed by SIGKILL"
+        # the exit code when the agent saw rank 1 go first, else (rank 0 lost its peer at the same moment)
+        # the rank that left no error behind
+        expect = ("exited with code 3" if how == "exit" else "killed by SIGKILL", "ended without an error message")
         lines = [line for line in err.splitlines() if "rank 1 of 2" in line]
-        assert lines and expect in lines[-1], err[-3000:]
+        assert lines and any(e in lines[-1] for e in expect), err[-3000:]
         assert "Traceback" not in err
         assert not cmd.leftovers(), "a rank outlived the command"
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())
