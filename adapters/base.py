@@ -106,19 +106,20 @@ class LoopPlan:
     Attributes:
         accumulate: micro-batches per optimizer step (``trainer.accumulate_grad_batches``).
         batches_per_epoch: micro-batches per epoch; ``None`` for a native loader without ``len``.
-        max_epochs: ``trainer.max_epochs``.
+        max_epochs: ``trainer.max_epochs`` (``None`` with ``max_steps``: the steps alone decide).
         max_steps: ``trainer.max_steps`` (optimizer steps; wins over ``max_epochs``).
     """
 
     accumulate: int
     batches_per_epoch: Optional[int]
-    max_epochs: int
+    max_epochs: Optional[int]
     max_steps: Optional[int]
 
     @classmethod
     def of(cls, spec: Any, batches_per_epoch: Optional[int]) -> "LoopPlan":
         tr = spec.trainer
-        return cls(int(tr.accumulate_grad_batches), batches_per_epoch, int(tr.max_epochs), tr.max_steps)
+        return cls(int(tr.accumulate_grad_batches), batches_per_epoch,
+                   None if tr.max_epochs is None else int(tr.max_epochs), tr.max_steps)
 
     @property
     def steps_per_epoch(self) -> Optional[int]:
@@ -141,7 +142,7 @@ class LoopPlan:
         if self.max_steps is not None:
             return self.max_steps
         spe = self.steps_per_epoch
-        return spe * self.max_epochs if spe else None
+        return spe * self.max_epochs if spe and self.max_epochs is not None else None
 
     def closes(self, batch_idx: int) -> bool:
         """Whether the 0-based micro-batch ``batch_idx`` of an epoch closes its window (the optimizer steps)."""
