@@ -124,14 +124,7 @@ def runs_here(target: Target, env: Optional[Mapping[str, str]] = None) -> bool:
 # Failures that are known, tracked elsewhere, and expected to go away: target -> (a line the failing run
 # prints on stderr, the reason). A run of that target failing with exactly that line raises KnownTargetBug,
 # which the target's xfail mark (raises=KnownTargetBug, strict=False) accepts; any other failure still fails.
-KNOWN_BUGS: dict[str, tuple[str, str]] = {
-    "keras-jax": (
-        "TypeError: 'NoneType' object is not callable",
-        "known bug: Keras on JAX fails on its first training step (`unified run --backend keras --keras-backend "
-        "jax` -> TypeError: 'NoneType' object is not callable); being fixed in adapters/keras*.py; remove this "
-        "entry from tests/conftest.py KNOWN_BUGS when it trains",
-    ),
-}
+KNOWN_BUGS: dict[str, tuple[str, str]] = {}  # none today (keras-jax trains since its fix)
 
 
 class TargetRunFailed(AssertionError):

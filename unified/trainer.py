@@ -250,6 +250,10 @@ class UnifiedTrainer:
         run.loggers = loggers
         in_place = resume_plan is not None and resume_plan["run_dir"] is not None and not worker
         created = self.run_dir is None and not in_place
+        # --run-dir naming a missing or empty directory: a refusal below leaves it as it was
+        given_fresh = (not created and not in_place and self.run_dir is not None
+                       and (not Path(self.run_dir).exists() or not any(Path(self.run_dir).iterdir())))
+        given_existed = given_fresh and Path(self.run_dir).exists()  # type: ignore[arg-type]
         run_dir = self._new_run_dir(resume_plan, worker, in_place, created)
         self.run_dir = run.run_dir = run_dir
         try:
@@ -280,8 +284,12 @@ class UnifiedTrainer:
                 self._apply_resume(resume_plan, adapter, events, state)
         except (SpecError, NotSupportedError):
             loggers.discard()
-            if created:
+            if created or given_fresh:  # a refused run leaves nothing behind
                 shutil.rmtree(run_dir, ignore_errors=True)
+                if given_existed:
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                elif created:
+                    _remove_empty_parents(run_dir, Path(spec.logging.dir))
             raise
         except BaseException:
             loggers.close("failed")
@@ -631,6 +639,16 @@ def _worker_spec(spec: Spec) -> Spec:
     d["logging"]["loggers"] = ["csv"]
     d["export"]["formats"] = []
     return Spec.from_dict(d)
+
+
+def _remove_empty_parents(run_dir: Path, root: Path) -> None:
+    """Remove ``<name>/<backend>/`` folders a refused run created under ``logging.dir`` (only empty ones)."""
+    for parent in (run_dir.parent, run_dir.parent.parent):
+        try:
+            if parent.resolve() != root.resolve() and not any(parent.iterdir()):
+                parent.rmdir()
+        except OSError:
+            return
 
 
 def _len_or_none(obj: Any) -> Optional[int]:

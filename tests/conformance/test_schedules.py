@@ -257,13 +257,6 @@ def test_impossible_settings_are_refused_up_front(target, make_spec, runs, case)
     assert _refused(target, runs(target)[case], spec)
 
 
-# A library defect (reported; unified/ is not this suite's to change): the plateau-without-validation refusal
-# comes after the run directory is written.
-LEFT_BEHIND = ("library defect: the plateau-without-validation refusal comes after the run directory is written, so "
-               "`unified run --run-dir DIR` leaves DIR/summary.json with status 'running' (without --run-dir, an "
-               "empty logging.dir/<name>/<backend>/ folder); the check belongs before the run directory is made")
-
-
 @pytest.mark.parametrize("case", REFUSED)
 def test_a_refused_run_leaves_no_run_behind(target, make_spec, runs, case):
     spec = make_spec(_cases()[case])
@@ -271,9 +264,9 @@ def test_a_refused_run_leaves_no_run_behind(target, make_spec, runs, case):
         pytest.skip(f"{target.name} supports {case}")
     result = runs(target)[case]
     assert result.exit_code == 2
-    if case == "plateau-no-val" and (result.summary or {}).get("status") == "running":
-        pytest.xfail(LEFT_BEHIND)
     assert result.summary is None, f"a refused run left summary.json: {result.summary}"
+    assert not result.run_dir.exists() or not any(result.run_dir.iterdir()), \
+        f"a refused run left files in {result.run_dir}: {sorted(p.name for p in result.run_dir.iterdir())}"
 
 
 def test_accumulation_clipping_schedule_agree_with_the_reference(target, make_spec, runs, run_target,
