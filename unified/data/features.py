@@ -15,29 +15,6 @@ from unified.data.messages import one_line
 from unified.errors import DataError
 
 
-def as_float_matrix(x: Any, *, what: str = "x", path: Optional[str] = None, allow_1d: bool = True
-                    ) -> np.ndarray:
-    """``x`` as a 2-D numeric array (a 1-D ``x`` is one feature when ``allow_1d``).
-
-    Raises:
-        DataError: ragged rows, non-numeric values or the wrong number of dimensions, worded with ``what``.
-    """
-    try:
-        arr = np.asarray(x)
-    except ValueError as e:  # ragged lists
-        raise DataError(f"{what}: cannot make an array ({one_line(e)})", path=path) from None
-    if arr.dtype.kind not in "biuf":
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            raise DataError(f"{what} must be numeric, got dtype {arr.dtype}", path=path) from None
-    if arr.ndim == 1 and allow_1d:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise DataError(f"{what} must be 2-D [n, features], got shape {arr.shape}", path=path)
-    return arr
-
-
 def as_samples(x: Any, *, what: str = "x", path: Optional[str] = None, shape: Optional[tuple[int, ...]] = None,
                token_ids: bool = False) -> np.ndarray:
     """``x`` as an array of samples ``[N, ...]``: float, or int64 token ids when ``token_ids``.
