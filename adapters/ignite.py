@@ -173,17 +173,6 @@ class IgniteAdapter(tc.TorchAdapter):
         return tc.unpack_run_state(obj["unified"], path), obj
 
     def restore(self, payload: Any, run_state: dict[str, Any]) -> None:
-        try:
-            self.model.load_state_dict(payload["model"])
-            if "optimizer" in payload:
-                self.optimizer.load_state_dict(payload["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise SpecError(f"--resume: the checkpoint does not fit this model/optimizer: "
-                            f"{str(e).strip().splitlines()[0]}") from None
-        sched = getattr(self, "scheduler", None)
-        if sched is not None and "scheduler" in payload:
-            sched.load_state_dict(payload["scheduler"])
-        if "torch_rng" in payload["unified"]:
-            torch.set_rng_state(payload["unified"]["torch_rng"])
+        self.load_training_state(payload)
         self._resume = {"run_state": run_state, "engine": payload["trainer"]}
 

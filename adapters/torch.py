@@ -140,15 +140,6 @@ class TorchLoopAdapter(tc.TorchAdapter):
         return tc.unpack_run_state(obj["unified"], path), obj
 
     def restore(self, payload: Any, run_state: dict[str, Any]) -> None:
-        try:
-            self.model.load_state_dict(payload["model"])
-            self.optimizer.load_state_dict(payload["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise SpecError(f"--resume: the checkpoint does not fit this model/optimizer: "
-                            f"{str(e).strip().splitlines()[0]}") from None
-        if self.scheduler is not None and "scheduler" in payload:
-            self.scheduler.load_state_dict(payload["scheduler"])
-        if "torch_rng" in payload["unified"]:
-            torch.set_rng_state(payload["unified"]["torch_rng"])
+        self.load_training_state(payload)
         self.global_step = int(payload["loop"]["global_step"])
         self._resume_state = run_state  # fit() points the canonical sampler at its place in the batch order

@@ -556,6 +556,20 @@ class TorchAdapter(BackendAdapter):
             return float(self.step_lr)
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else float("nan")
 
+    def load_training_state(self, payload: dict[str, Any]) -> None:
+        """Model, optimizer and scheduler state and the torch RNG from a checkpoint dict of state_dicts."""
+        try:
+            self.model.load_state_dict(payload["model"])
+            if "optimizer" in payload:
+                self.optimizer.load_state_dict(payload["optimizer"])  # type: ignore[union-attr]
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise SpecError(f"--resume: the checkpoint does not fit this model/optimizer: "
+                            f"{str(e).strip().splitlines()[0]}") from None
+        if self.scheduler is not None and "scheduler" in payload:
+            self.scheduler.load_state_dict(payload["scheduler"])
+        if "torch_rng" in payload["unified"]:
+            torch.set_rng_state(payload["unified"]["torch_rng"])
+
     def evaluate(self, split: str = "val") -> dict[str, float]:
         loader = eval_loader(self.ctx, split)
         if loader is None:
