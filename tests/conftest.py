@@ -19,7 +19,6 @@ import contextlib
 import copy
 import csv
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -32,8 +31,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pytest
 
-from unified.compare import Target
-from unified.registry import available_backends, installed_backends, resolve_keras_backend
+from unified.compare import Target, installed_targets
+from unified.registry import installed_backends, resolve_keras_backend
 
 BACKENDS = installed_backends()
 
@@ -48,24 +47,10 @@ BASE_SPEC: dict[str, Any] = {
 
 
 # -- targets: backends and their variants --------------------------------------------------------------------
-def _variant_importable(value: str) -> bool:
-    """A variant is offered when the library it names is importable (Keras's tensor backends are named by
-    their module: tensorflow, torch, jax)."""
-    return importlib.util.find_spec(value) is not None
-
-
 def discover_targets() -> list[Target]:
-    """Every installed backend; a backend with variants as one target per importable variant."""
-    out: list[Target] = []
-    for name, entry in available_backends().items():
-        if not entry.is_installed():
-            continue
-        if entry.variant is None:
-            out.append(Target(name, name))
-        else:
-            out += [Target(f"{name}-{v}", name, v, entry.variant.cli_flag)
-                    for v in entry.variant.choices if _variant_importable(v)]
-    return out
+    """Every installed backend; a backend with variants as one target per installed variant (the targets
+    ``unified compare`` runs by default: :func:`unified.compare.installed_targets`)."""
+    return installed_targets()
 
 
 TARGETS = discover_targets()

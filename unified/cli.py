@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="train a spec on several backends, each in its own process, and compare")
     cmp.add_argument("spec", help="the experiment spec (YAML or TOML)")
     cmp.add_argument("--backends", metavar="B1,B2,...",
-                     help="comma-separated backends, e.g. lightning,ignite,keras-torch (default: every installed one)")
+                     help="comma-separated backends, e.g. lightning,ignite,keras-torch,keras-jax (default: every "
+                          "installed one; Keras once per installed tensor backend, as keras-<tensor backend>)")
     cmp.add_argument("--out", metavar="DIR",
                      help="write the comparison here (default: <logging.dir>/<name>/compare/<timestamp>)")
     cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

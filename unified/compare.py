@@ -11,7 +11,11 @@ Output directory (``--out``, default ``<logging.dir>/<name>/compare/<timestamp>`
       logs/<backend>.log   that process's stdout and stderr
 
 Backend names are the registered ones (``unified backends``); ``keras-<tensor backend>`` (``keras-torch``,
-``keras-tensorflow``, ``keras-jax``) means ``--backend keras --keras-backend <tensor backend>``.
+``keras-tensorflow``, ``keras-jax``) means ``--backend keras --keras-backend <tensor backend>`` (the names come
+from the registry: ``<backend>-<value>`` for each value of a backend's :class:`unified.registry.Variant`).
+Without ``--backends`` every installed target runs (:func:`installed_targets`): each installed backend, and
+a backend with variants once per variant whose library is importable (``keras-tensorflow``, ``keras-torch``,
+``keras-jax``), since each is a different engine.
 Nothing here imports a training framework; matplotlib is imported only to draw ``curves.png``.
 """
 
@@ -94,28 +98,44 @@ def target_choices(registered: Sequence[str]) -> list[str]:
     return out
 
 
+def installed_targets() -> list[Target]:
+    """Every target that can run here, in registry order: each installed backend; a backend with variants
+    once per installed variant (``keras-tensorflow``, ``keras-torch``, ``keras-jax``), never bare."""
+    from unified.registry import available_backends
+
+    out: list[Target] = []
+    for name, entry in available_backends().items():
+        if not entry.is_installed():
+            continue
+        if entry.variant is None:
+            out.append(Target(name, name))
+        else:
+            out += [Target(f"{name}-{v}", name, v, entry.variant.cli_flag) for v in entry.variant.installed_choices()]
+    return out
+
+
 def parse_targets(text: Optional[str]) -> list[Target]:
-    """``"lightning,keras-torch"`` -> targets; default: every installed backend.
+    """``"lightning,keras-torch"`` -> targets; default (``None``): :func:`installed_targets`.
 
     Raises:
         SpecError: empty list, a name given twice, or an unknown name (with did-you-mean and the choices).
-        BackendUnavailableError: a registered backend whose framework is not installed here.
+        BackendUnavailableError: nothing installed, or a named backend (or variant) not installed here.
     """
-    from unified.registry import available_backends, installed_backends
+    from unified.registry import available_backends
     from unified.spec import _choice_msg
 
     entries = available_backends()
     if text is None:
-        names = installed_backends()
-        if not names:
+        found = installed_targets()
+        if not found:
             hints = "; ".join(f"{e.name}: {e.install_hint}" for e in entries.values())
             raise BackendUnavailableError(f"no training backend is installed ({hints})")
-    else:
-        names = [n.strip() for n in text.split(",")]
-        if not any(names):
-            raise SpecError("expected a comma-separated list of backends, e.g. lightning,ignite", source="--backends")
-        if "" in names:
-            raise SpecError(f"empty backend name in {text!r}", source="--backends")
+        return found
+    names = [n.strip() for n in text.split(",")]
+    if not any(names):
+        raise SpecError("expected a comma-separated list of backends, e.g. lightning,ignite", source="--backends")
+    if "" in names:
+        raise SpecError(f"empty backend name in {text!r}", source="--backends")
     targets: list[Target] = []
     for name in names:
         if name in entries:
@@ -134,6 +154,10 @@ def parse_targets(text: Optional[str]) -> list[Target]:
         if not entry.is_installed():
             raise BackendUnavailableError(f"--backends: backend {target.backend!r} is not installed here: "
                                           f"{entry.install_hint}")
+        missing = entry.variant.missing_modules(target.variant) if entry.variant and target.variant else ()
+        if missing:
+            raise BackendUnavailableError(f"--backends: {name!r} needs {', '.join(missing)}, which is not installed "
+                                          f"here (installed: {', '.join(t.name for t in installed_targets())})")
         targets.append(target)
     return targets
 
@@ -459,4 +483,4 @@ def compare(spec_path: str, backends: Optional[str] = None, out: Optional[str] =
     return (1 if any(o.exit_code != 0 for o in outcomes) else 0), report
 
 
-__all__ = ["compare", "parse_targets", "Target", "monitor_of", "loss_gap", "markdown"]
+__all__ = ["compare", "installed_targets", "parse_targets", "Target", "monitor_of", "loss_gap", "markdown"]

@@ -29,9 +29,22 @@ class Variant:
     choices: tuple[str, ...]
     resolve: Any  # (requested value or None) -> the value this process will use (imports nothing)
     cli_flag: str  # the `unified run` option that sets it
+    requires: Any = None  # value -> top-level modules it needs; None: the value names its module (tensorflow, jax)
 
     def value(self, spec: Any) -> Optional[str]:
         return getattr(spec, self.field, None)
+
+    def missing_modules(self, value: str) -> tuple[str, ...]:
+        """The modules ``value`` needs that are not importable here (``()``: it can run); imports nothing."""
+        modules = self.requires(value) if self.requires is not None else (value,)
+        return tuple(m for m in modules if importlib.util.find_spec(m) is None)
+
+    def is_installed(self, value: str) -> bool:
+        return not self.missing_modules(value)
+
+    def installed_choices(self) -> tuple[str, ...]:
+        """The choices that can run here, in ``choices`` order."""
+        return tuple(v for v in self.choices if self.is_installed(v))
 
 
 @dataclass(frozen=True)

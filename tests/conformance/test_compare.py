@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unified.registry import available_backends, installed_backends
+from unified.compare import installed_targets
+from unified.registry import available_backends
 
-BACKENDS = installed_backends()
+TARGETS = {t.name: t for t in installed_targets()}  # what compare runs by default: keras once per tensor backend
+BACKENDS = list(TARGETS)
 
 pytestmark = pytest.mark.skipif(len(BACKENDS) < 1, reason="needs an installed backend")
 
@@ -73,7 +75,10 @@ def test_compare_all_installed_backends(tmp_path):
         assert r["status"] == "completed" and r["exit_code"] == 0 and r["error"] is None, (name, r)
         assert r["epochs"] == 2 and r["global_step"] == STEPS
         assert r["run_dir"] == str(out / "runs" / name)
-        assert json.loads((out / "runs" / name / "summary.json").read_text())["backend"] == name
+        summary = json.loads((out / "runs" / name / "summary.json").read_text())
+        assert summary["backend"] == TARGETS[name].backend == r["backend"]
+        if TARGETS[name].variant is not None:  # keras-jax really ran Keras on JAX
+            assert summary["keras_backend"] == TARGETS[name].variant == r["keras_backend"]
         assert {"train/loss", "val/loss", "val/accuracy", "val/f1_macro"} <= set(r["metrics"])
         assert r["best"]["monitor"] == "val/accuracy"
         assert r["train_time_s"] > 0 and r["ms_per_step"] == pytest.approx(r["train_time_s"] / STEPS * 1000)

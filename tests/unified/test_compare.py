@@ -5,6 +5,7 @@ here trains (``subprocess.run`` is made to fail the test if compare tried to sta
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 import unified.compare as compare_mod
 import unified.registry as registry
 from unified.cli import main
-from unified.compare import Target, loss_gap, markdown, parse_targets
+from unified.compare import Target, installed_targets, loss_gap, markdown, parse_targets
 from unified.errors import BackendUnavailableError, SpecError
 from unified.registry import BackendEntry
 
@@ -27,11 +28,14 @@ FAKE_INSTALLED = ("json",)
 FAKE_MISSING = ("no_such_framework_xyz",)
 
 
-def _entries(**requires: tuple[str, ...]) -> dict[str, BackendEntry]:
+def _entries(missing_variants: tuple[str, ...] = (), **requires: tuple[str, ...]) -> dict[str, BackendEntry]:
     from unified.registry import BUILTIN_BACKENDS
 
-    def variant(name: str):  # a built-in backend's variants (keras: its tensor backends) come along
-        return BUILTIN_BACKENDS[name].variant if name in BUILTIN_BACKENDS else None
+    def variant(name: str):  # a built-in backend's variants (keras: its tensor backends) come along, each
+        real = BUILTIN_BACKENDS[name].variant if name in BUILTIN_BACKENDS else None  # installed unless named
+        if real is None:
+            return None
+        return dataclasses.replace(real, requires=lambda v: FAKE_MISSING if v in missing_variants else FAKE_INSTALLED)
 
     return {n: BackendEntry(n, f"unified.adapters.{n}:X", req, n, variant(n)) for n, req in requires.items()}
 
@@ -57,8 +61,8 @@ def spec(tmp_path) -> str:
 def registered(monkeypatch):
     """``registered(lightning=FAKE_INSTALLED, ...)`` replaces the registry's backend list."""
 
-    def _set(**requires: tuple[str, ...]) -> None:
-        entries = _entries(**requires)
+    def _set(missing_variants: tuple[str, ...] = (), **requires: tuple[str, ...]) -> None:
+        entries = _entries(missing_variants, **requires)
         monkeypatch.setattr(registry, "available_backends", lambda: dict(entries))
 
     return _set
@@ -176,14 +180,40 @@ def test_parse_targets(registered):
                        Target("keras-tensorflow", "keras", "tensorflow"), Target("keras", "keras")]
     assert targets[1].run_args() == ["--backend", "keras", "--keras-backend", "torch"]
     assert targets[0].run_args() == ["--backend", "lightning"]
-    # default: every installed one, in registry order
+    # default: every installed one, in registry order; keras once per installed tensor backend, never bare
     registered(ignite=FAKE_INSTALLED, lightning=FAKE_MISSING, keras=FAKE_INSTALLED)
-    assert [t.name for t in parse_targets(None)] == ["ignite", "keras"]
+    assert [t.name for t in parse_targets(None)] == ["ignite", "keras-tensorflow", "keras-torch", "keras-jax"]
     with pytest.raises(SpecError):
         parse_targets("keras-")
     registered(lightning=FAKE_MISSING)
     with pytest.raises(BackendUnavailableError):
         parse_targets("lightning")
+
+
+def test_default_targets_are_the_installed_variants(registered):
+    registered(("torch",), ignite=FAKE_INSTALLED, keras=FAKE_INSTALLED)
+    targets = parse_targets(None)
+    assert targets == installed_targets()
+    assert [(t.name, t.backend, t.variant) for t in targets] == [
+        ("ignite", "ignite", None), ("keras-tensorflow", "keras", "tensorflow"), ("keras-jax", "keras", "jax")]
+    assert targets[2].run_args() == ["--backend", "keras", "--keras-backend", "jax"]
+    # keras installed but none of its tensor backends: no keras column at all
+    registered(("tensorflow", "torch", "jax"), ignite=FAKE_INSTALLED, keras=FAKE_INSTALLED)
+    assert [t.name for t in parse_targets(None)] == ["ignite"]
+    # the variant names come from the registry's Variant, not from a list in compare
+    from unified.registry import BUILTIN_BACKENDS
+
+    choices = BUILTIN_BACKENDS["keras"].variant.choices
+    registered(keras=FAKE_INSTALLED)
+    assert [t.variant for t in parse_targets(None)] == list(choices)
+
+
+def test_named_variant_not_installed_is_one_line(capsys, spec, registered):
+    registered(("jax",), ignite=FAKE_INSTALLED, keras=FAKE_INSTALLED)
+    code, _, err = cli(capsys, "compare", spec, "--backends", "ignite,keras-jax")
+    line = one_error_line(err)
+    assert code == 2 and "--backends: 'keras-jax' needs no_such_framework_xyz, which is not installed" in line
+    assert "installed: ignite, keras-tensorflow, keras-torch" in line
 
 
 # -- the report's pure parts -----------------------------------------------------------------------------------
