@@ -12,6 +12,7 @@ from unified.errors import SpecError
 from unified.serve import schemas
 from unified.serve.context import ServerContext, add_hot_route, json_response, refusal
 from unified.serve.metrics import LOG_FORMATS, ObserveMiddleware, ServeMetrics, access_logger
+from unified.serve.images import decode_uploads, is_upload, parse_upload
 from unified.serve.model import ServedModel, load_model, require
 from unified.serve.tensors import DEFAULT_MAX_BODY, DEFAULT_MAX_ROWS, BadRequest, parse_inputs
 
@@ -43,6 +44,9 @@ def create_app(artifact: Union[str, Path], *, fmt: Optional[str] = None, max_row
     for module in ("fastapi", "prometheus_client", "orjson"):
         require(module)
     model = load_model(artifact, fmt, model_name)
+    if model.image is not None:  # uploads: parsed by python-multipart, decoded by Pillow
+        require("python_multipart")
+        require("PIL", "images")
     return build_app(model, max_rows=max_rows, max_body_bytes=max_body_bytes, max_batch_size=max_batch_size,
                      batch_timeout_ms=batch_timeout_ms, log_format=log_format)
 
@@ -81,6 +85,7 @@ def build_app(model: ServedModel, *, max_rows: int = DEFAULT_MAX_ROWS, max_body_
         "runtime": model.runner.runtime, "max_rows": max_rows, "max_body_bytes": max_body_bytes,
         "max_batch_size": max_batch_size, "batch_timeout_ms": batch_timeout_ms,
         "load_time_s": round(model.load_time_s, 4),
+        "image_upload": None if model.image is None else model.image.to_dict(),
         "protocols": {"predict": "/predict", "v2": f"/v2/models/{model.name}", "tfserving": f"/v1/models/{model.name}"}}}
 
     @asynccontextmanager
@@ -116,11 +121,25 @@ def build_app(model: ServedModel, *, max_rows: int = DEFAULT_MAX_ROWS, max_body_
         return Response(body, media_type=content_type)
 
     predict_doc = schemas.body(schemas.predict(model.sample_shape, max_rows, model.input_dtype),
-                               {400: schemas.DETAIL, 413: schemas.DETAIL, 422: schemas.DETAIL})
+                               {400: schemas.DETAIL, 413: schemas.DETAIL, 415: schemas.DETAIL, 422: schemas.DETAIL},
+                               uploads=None if model.image is None else schemas.upload(max_rows, model.image.size,
+                                                                                       model.image.channels))
+
+    def read_images(request: Request, content_type: str) -> Any:
+        image = model.image
+        if image is None:
+            raise BadRequest(415, f"this model takes JSON {{\"inputs\": [...]}} (Content-Type: application/json), "
+                                  f"not {content_type.split(';')[0].strip()}: it was not trained on imagefolder: images")
+        return ctx.read(request, lambda b: decode_uploads(parse_upload(b, content_type, max_rows), image), offload=True)
 
     async def predict(request: Request) -> Any:
+        content_type = request.headers.get("content-type", "")
         try:
-            x = await ctx.read(request, lambda b: parse_inputs(b, None, max_rows, model.sample_shape, model.input_dtype))
+            if is_upload(content_type):
+                x = await read_images(request, content_type)
+            else:
+                x = await ctx.read(request, lambda b: parse_inputs(b, None, max_rows, model.sample_shape,
+                                                                   model.input_dtype))
         except BadRequest as e:
             return json_response({"detail": e.detail}, e.status)
         try:
@@ -159,7 +178,8 @@ def serve(artifact: Union[str, Path], *, host: str = "127.0.0.1", port: int = 80
 
     name = app.state.ctx.model.name
     batching = f"batching up to {max_batch_size} rows / {batch_timeout_ms:g} ms" if max_batch_size > 1 else "no batching"
-    sys.stderr.write(f"unified serve: {artifact} as '{name}' on http://{host}:{port} ({batching}): POST /predict, "
+    upload = " (JSON, or image files as multipart field 'file')" if app.state.ctx.model.image is not None else ""
+    sys.stderr.write(f"unified serve: {artifact} as '{name}' on http://{host}:{port} ({batching}): POST /predict{upload}, "
                      f"/v2/models/{name}/infer, /v1/models/{name}:predict; GET /health, /metadata, /metrics\n")
     sys.stderr.flush()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)

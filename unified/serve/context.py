@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -47,12 +48,18 @@ class ServerContext:
             return await self.batcher.infer(x)
         return await self.executor.run(x)
 
-    async def read(self, request: Any, parse: Callable[[bytes], Any]) -> Any:
-        """Read the body (within ``max_body_bytes``) and ``parse`` it, telling the batcher a request is coming."""
+    async def read(self, request: Any, parse: Callable[[bytes], Any], offload: bool = False) -> Any:
+        """Read the body (within ``max_body_bytes``) and ``parse`` it, telling the batcher a request is coming.
+
+        ``offload``: parse in a worker thread (image decoding), so the event loop keeps serving meanwhile.
+        """
         if self.batcher is not None:
             self.batcher.expect()
         try:
-            return parse(await self.read_body(request))
+            body = await self.read_body(request)
+            if offload:
+                return await asyncio.get_running_loop().run_in_executor(None, parse, body)
+            return parse(body)
         finally:
             if self.batcher is not None:
                 self.batcher.expected_done()

@@ -14,6 +14,7 @@ import numpy as np
 from unified.errors import BackendUnavailableError, SpecError
 from unified.export.manifest import MANIFEST, find_artifact, load_manifest
 from unified.export.runtimes import Runner, load_runner
+from unified.serve.images import ImageInput, image_input
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -32,6 +33,7 @@ class ServedModel:
         entry: the manifest's entry of the served artifact.
         runner: calls the runtime on a float32 batch.
         load_time_s: seconds it took to load the runtime.
+        image: how an uploaded image file becomes a sample (a model trained on ``imagefolder:``), else None.
     """
 
     name: str
@@ -40,12 +42,12 @@ class ServedModel:
     runner: Runner
     load_time_s: float = 0.0
     version: str = "1"
+    image: Optional[ImageInput] = None
     sample_shape: tuple[Optional[int], ...] = field(init=False)
     output_shape: tuple[Optional[int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        shape = self.manifest["input"].get("shape") or [None, None]
-        self.sample_shape = tuple(d if isinstance(d, int) else None for d in shape[1:])
+        self.sample_shape = _sample_shape(self.manifest)
         out = self.manifest.get("output", {}).get("shape") or [None, None]
         self.output_shape = tuple(d if isinstance(d, int) else None for d in out[1:])
 
@@ -71,6 +73,11 @@ class ServedModel:
         return predictions(self.manifest, outputs)
 
 
+def _sample_shape(manifest: dict[str, Any]) -> tuple[Optional[int], ...]:
+    shape = manifest["input"].get("shape") or [None, None]
+    return tuple(d if isinstance(d, int) else None for d in shape[1:])
+
+
 def load_model(artifact: Union[str, Path], fmt: Optional[str] = None, name: Optional[str] = None) -> ServedModel:
     """Resolve ``artifact``, load it in its runtime and name it.
 
@@ -89,10 +96,12 @@ def load_model(artifact: Union[str, Path], fmt: Optional[str] = None, name: Opti
     elif not NAME_RE.match(name):
         raise SpecError(f"{name!r} is not a usable model name: letters, digits, '.', '_', '-' (at most 128, "
                         f"starting with a letter or digit)", path="--model-name")
+    listed = entry.get("path") == path.name and (path.parent / MANIFEST).is_file()  # not a bare .onnx
+    image = image_input(manifest, path.parent if listed else None, _sample_shape(manifest))
     start = time.perf_counter()
     runner = _onnx_for_serving(path, entry) if entry["format"] == "onnx" else None
     runner = runner or load_runner(entry["format"], path, entry)
-    return ServedModel(name, manifest, entry, runner, load_time_s=time.perf_counter() - start)
+    return ServedModel(name, manifest, entry, runner, load_time_s=time.perf_counter() - start, image=image)
 
 
 def _onnx_for_serving(path: Path, entry: dict[str, Any]) -> Optional[Runner]:
@@ -177,10 +186,10 @@ def _bare_onnx_manifest(path: Path) -> dict[str, Any]:
             "artifacts": [{"format": "onnx", "path": path.name, "input_name": inp.name, "output_name": out.name}]}
 
 
-def require(module: str) -> None:
+def require(module: str, extra: str = "serve") -> None:
     """Raise :class:`BackendUnavailableError` with the pip hint when ``module`` is not installed."""
     if importlib.util.find_spec(module) is None:
-        raise BackendUnavailableError(f'`unified serve` needs {module}: pip install "unified-trainer[serve]"')
+        raise BackendUnavailableError(f'`unified serve` needs {module}: pip install "unified-trainer[{extra}]"')
 
 
 def predictions(manifest: dict[str, Any], outputs: np.ndarray) -> list:

@@ -76,9 +76,27 @@ V2_INFER = {"type": "object", "required": ["inputs"],
                                                                                  "parameters": {"type": "object"}}}}}}
 
 
-def body(schema: dict[str, Any], errors: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """``openapi_extra`` for a route with a JSON body ``schema`` and error answers ``{status: schema}``."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+def upload(max_files: int, size: tuple, channels: int) -> dict[str, Any]:
+    """``multipart/form-data`` body of image files in field ``file`` (a model trained on ``imagefolder:``)."""
+    mode = {1: "grayscale", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels}-channel")
+    files = {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1, "maxItems": max_files,
+             "description": f"image files (PNG, JPEG, ...), one sample each, decoded like the training images: "
+                            f"{mode}, resized to {size[0]}x{size[1]} (H x W), scaled to [0, 1]"}
+    return {"schema": {"type": "object", "required": ["file"], "additionalProperties": False,
+                       "properties": {"file": files}},
+            "encoding": {"file": {"contentType": "image/png, image/jpeg, image/*, application/octet-stream"}}}
+
+
+def body(schema: dict[str, Any], errors: dict[int, dict[str, Any]],
+         uploads: "dict[str, Any] | None" = None) -> dict[str, Any]:
+    """``openapi_extra`` for a route with a JSON body ``schema`` and error answers ``{status: schema}``.
+
+    ``uploads``: the route also takes a ``multipart/form-data`` body (see :func:`upload`).
+    """
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if uploads is not None:
+        content["multipart/form-data"] = uploads
+    return {"requestBody": {"required": True, "content": content},
             "responses": {str(s): {"description": "refused", "content": {"application/json": {"schema": e}}}
                           for s, e in errors.items()}}
 
