@@ -1,7 +1,8 @@
 """``unified serve``: an exported model behind HTTP (FastAPI + uvicorn), in the protocols clients speak.
 
 * Native: ``POST /predict`` ``{"inputs": [[...], ...]}`` -> ``{"outputs", "predictions"}``; ``GET /health``,
-  ``GET /metadata`` (the manifest plus the serving settings).
+  ``GET /metadata`` (the manifest plus the serving settings). A model trained on ``imagefolder:`` also takes
+  image files (multipart field ``file``): :mod:`unified.serve.images`.
 * Open Inference Protocol v2 (KServe, Triton, ``tritonclient.http``): :mod:`unified.serve.v2`.
 * TensorFlow Serving REST (``/v1/models/{name}:predict``, ``instances`` / ``inputs``): :mod:`unified.serve.tfserving`.
 * Adaptive batching of concurrent requests into one runtime call: :mod:`unified.serve.batching`.
