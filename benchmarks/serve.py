@@ -9,12 +9,17 @@ between the servers compared (a shared machine's load then hits each alike). Thr
   FastAPI endpoint on the same stack, no model) and onnxruntime in-process on the same rows and threads.
 * ``--compare-batching``: the same load with ``--max-batch-size 1`` (off) and with batching on.
 * ``--check``: what the protocols answer against onnxruntime in-process (max abs diff): the real
-  ``tritonclient.http`` client (binary and JSON tensors) and TF Serving's row and columnar formats.
+  ``tritonclient.http`` client (binary and JSON tensors) and TF Serving's row and columnar formats (and,
+  for a model trained on images, PNG uploads against the training decoder's pixels).
+
+``--protocols upload`` (a model trained on images, e.g. ``--model digits-cnn``): ``--rows`` PNG files per
+request as ``multipart/form-data`` field ``file``, decoded by the server.
 
     python benchmarks/serve.py                       # trains a tiny digits MLP and exports it first
     python benchmarks/serve.py --artifact RUN_DIR/export --clients 4 --rows 1 --protocols predict,v2,tfserving
     python benchmarks/serve.py --model mlp4096 --clients 16 --rows 1 --compare-batching   # a heavier model
     python benchmarks/serve.py --check
+    python benchmarks/serve.py --model digits-cnn --protocols predict,upload --rows 8   # image uploads
 """
 
 from __future__ import annotations
@@ -56,12 +61,40 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 """
 
 
-def _bodies(x: np.ndarray, name: str) -> dict[str, tuple[str, bytes]]:
-    """protocol -> (path, body) for the rows ``x`` (the shapes a curl user would send)."""
+JSON = "application/json"
+
+
+def _bodies(x: np.ndarray, name: str) -> dict[str, tuple[str, bytes, str]]:
+    """protocol -> (path, body, content type) for the rows ``x`` (the shapes a curl user would send)."""
     v2 = {"inputs": [{"name": "inputs", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
-    return {"predict": ("/predict", json.dumps({"inputs": x.tolist()}).encode()),
-            "v2": (f"/v2/models/{name}/infer", json.dumps(v2).encode()),
-            "tfserving": (f"/v1/models/{name}:predict", json.dumps({"instances": x.tolist()}).encode())}
+    bodies = {"predict": ("/predict", json.dumps({"inputs": x.tolist()}).encode(), JSON),
+              "v2": (f"/v2/models/{name}/infer", json.dumps(v2).encode(), JSON),
+              "tfserving": (f"/v1/models/{name}:predict", json.dumps({"instances": x.tolist()}).encode(), JSON)}
+    if x.ndim == 4 and x.shape[1] in (1, 3, 4):  # image samples [C, H, W]: the same pixels as PNG uploads
+        body, content_type = _form(_pngs(x))
+        bodies["upload"] = ("/predict", body, content_type)
+    return bodies
+
+
+def _pngs(x: np.ndarray) -> list[bytes]:
+    """PNG files of the ``[n, C, H, W]`` images ``x`` in ``[0, 1]``."""
+    import io
+
+    from PIL import Image
+
+    files = []
+    for img in (np.clip(x, 0, 1) * 255).round().astype(np.uint8):
+        buf = io.BytesIO()
+        Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(buf, "PNG")
+        files.append(buf.getvalue())
+    return files
+
+
+def _form(files: list[bytes], boundary: str = "unified-bench-boundary") -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body with every file in field ``file`` (what ``curl -F file=@x.png`` sends)."""
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
+                    f"Content-Type: image/png\r\n\r\n".encode() + f + b"\r\n" for i, f in enumerate(files))
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 class _Server:
@@ -107,19 +140,20 @@ def _floor() -> _Server:
     return _Server([sys.executable, "-c", _FLOOR_APP, str(port)], f"http://127.0.0.1:{port}")
 
 
-def _measure(targets: dict[str, tuple[str, str, bytes]], args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """label -> stats for ``targets`` (label -> (url, path, body)), measured in ``args.rounds`` interleaved
-    rounds so that a shared machine's changing load hits every target alike."""
+def _measure(targets: dict[str, tuple[str, str, bytes, str]],
+             args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """label -> stats for ``targets`` (label -> (url, path, body, content type)), measured in ``args.rounds``
+    interleaved rounds so that a shared machine's changing load hits every target alike."""
     import httpx
 
-    def caller(url: str, path: str, body: bytes) -> Callable[[], None]:
+    def caller(url: str, path: str, body: bytes, content_type: str) -> Callable[[], None]:
         local = threading.local()
 
         def http_call() -> None:
             client = getattr(local, "c", None)
             if client is None:
                 client = local.c = httpx.Client(base_url=url, timeout=60)
-            r = client.post(path, content=body, headers={"content-type": "application/json"})
+            r = client.post(path, content=body, headers={"content-type": content_type})
             if r.status_code != 200:
                 raise SystemExit(f"{path} answered {r.status_code}: {r.text[:200]}")
 
@@ -260,9 +294,10 @@ def run_protocols(export: Path, name: str, x: np.ndarray, args: argparse.Namespa
 
 def run_batching(export: Path, x: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     """The same load with batching off (``--max-batch-size 1``) and on."""
-    path, body = _bodies(x, "")["predict"]
+    path, body, content_type = _bodies(x, "")["upload" if "upload" in args.protocols else "predict"]
     with _serve(export, "--max-batch-size", "1") as off, _serve(export, *args.serve_args) as on:
-        report: dict[str, Any] = _measure({"off": (off.url, path, body), "on": (on.url, path, body)}, args)
+        report: dict[str, Any] = _measure({"off": (off.url, path, body, content_type),
+                                           "on": (on.url, path, body, content_type)}, args)
         report["off"]["metrics"], report["on"]["metrics"] = _batch_stats(off.url), _batch_stats(on.url)
     report["throughput_ratio"] = report["on"]["throughput_rps"] / report["off"]["throughput_rps"]
     report["p50_ratio"] = report["on"]["p50_ms"] / report["off"]["p50_ms"]
@@ -288,8 +323,9 @@ def run_check(export: Path, name: str, rows: int) -> dict[str, float]:
     import httpx
     import tritonclient.http as th
 
-    x = np.random.default_rng(1).uniform(0, 16, size=(rows, _width(export))).astype(np.float32)
-    ref = _session(export).run(["outputs"], {"inputs": x})[0]
+    x = _rows(export, rows, seed=1)
+    session = _session(export)
+    ref = session.run(["outputs"], {"inputs": x})[0]
     diffs: dict[str, float] = {}
     with _serve(export) as server:
         client = th.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=60)
@@ -306,11 +342,49 @@ def run_check(export: Path, name: str, rows: int) -> dict[str, float]:
         diffs["TF Serving columnar format (inputs)"] = float(np.abs(np.array(col, np.float32) - ref).max())
         native = httpx.post(f"{server.url}/predict", json={"inputs": x.tolist()}, timeout=60).json()["outputs"]
         diffs["/predict"] = float(np.abs(np.array(native, np.float32) - ref).max())
+        if x.ndim == 4:  # uploads: the answer for PNG files vs onnxruntime on the training decoder's pixels
+            from unified.data.images import load_image
+
+            files = _pngs(x)
+            pixels = np.stack([load_image(f, size=x.shape[2:], channels=x.shape[1]) for f in files])
+            body, content_type = _form(files)
+            up = httpx.post(f"{server.url}/predict", content=body, headers={"content-type": content_type},
+                            timeout=60).json()["outputs"]
+            want = session.run(["outputs"], {"inputs": pixels})[0]
+            diffs["/predict image upload (multipart PNG)"] = float(np.abs(np.array(up, np.float32) - want).max())
     return diffs
 
 
-def _width(export: Path) -> int:
-    return json.loads((export / "manifest.json").read_text())["input"]["shape"][1]
+def _sample_shape(export: Path) -> list[int]:
+    return json.loads((export / "manifest.json").read_text())["input"]["shape"][1:]
+
+
+def _rows(export: Path, rows: int, seed: int = 0) -> np.ndarray:
+    """Random raw samples: digit-like features in [0, 16] for a table, pixels in [0, 1] for an image model."""
+    shape = _sample_shape(export)
+    high = 16.0 if len(shape) == 1 else 1.0
+    return np.random.default_rng(seed).uniform(0, high, size=(rows, *shape)).astype(np.float32)
+
+
+def _export_images(tmp: Path, backend: str) -> Path:
+    """A small CNN on digits as 1x8x8 images in [0, 1], its run's preprocess.json given the ``image`` entry an
+    ``imagefolder:`` run records (so the server takes uploads)."""
+    from sklearn.datasets import load_digits
+
+    from unified import UnifiedTrainer
+
+    digits = load_digits()
+    np.savez(tmp / "digits.npz", x=(digits.images / 16.0).astype(np.float32)[:, None], y=digits.target)
+    spec = {"name": "bench-cnn", "seed": 0,
+            "data": {"source": f"npz:{tmp / 'digits.npz'}", "standardize": True, "val_fraction": 0.2, "batch_size": 64},
+            "model": {"arch": "cnn", "channels": [16, 32], "kernel_size": 3, "pool": 2, "hidden": [64]},
+            "trainer": {"max_epochs": 2, "progress_bar": False},
+            "logging": {"dir": str(tmp / "runs")}, "export": {"formats": ["onnx"]}}
+    run_dir = UnifiedTrainer(spec, backend=backend).fit().run_dir
+    pre = json.loads((run_dir / "preprocess.json").read_text())
+    pre.setdefault("image", {"size": [8, 8], "channels": 1})
+    (run_dir / "preprocess.json").write_text(json.dumps(pre))
+    return run_dir / "export"
 
 
 def _name(export: Path) -> str:
@@ -322,16 +396,17 @@ def _name(export: Path) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifact", help="an export directory (default: see --model)")
-    ap.add_argument("--model", choices=["digits", "mlp4096"], default="digits",
+    ap.add_argument("--model", choices=["digits", "mlp4096", "digits-cnn"], default="digits",
                     help="without --artifact: digits = train and export a digits MLP 64-128-10; mlp4096 = an ONNX "
-                         "MLP 64-4096-4096-10 with random weights (a runtime call heavier than the HTTP floor)")
+                         "MLP 64-4096-4096-10 with random weights (a runtime call heavier than the HTTP floor); "
+                         "digits-cnn = a CNN on 1x8x8 digit images that takes image uploads")
     ap.add_argument("--backend", default=None, help="backend for the digits model (default: first installed)")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rows", type=int, default=1, help="rows per request")
     ap.add_argument("--requests", type=int, default=3000, help="requests per measurement (upper bound)")
     ap.add_argument("--seconds", type=float, default=30.0, help="time limit per measurement")
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds per measurement (shared machines)")
-    ap.add_argument("--protocols", default="predict", help="comma list of predict, v2, tfserving")
+    ap.add_argument("--protocols", default="predict", help="comma list of predict, v2, tfserving, upload (images)")
     ap.add_argument("--compare-batching", action="store_true", help="batching off vs on instead of the protocols")
     ap.add_argument("--check", action="store_true", help="protocol answers vs onnxruntime in-process instead")
     ap.add_argument("--serve-args", default="", help="extra `unified serve` flags, e.g. '--max-batch-size 32'")
@@ -347,10 +422,12 @@ def main() -> int:
             export = Path(args.artifact)
         elif args.model == "mlp4096":
             export = build_mlp_export(Path(d) / "mlp4096", [64, 4096, 4096, 10], "mlp4096")
+        elif args.model == "digits-cnn":
+            export = _export_images(Path(d), args.backend or installed_backends()[0])
         else:
             export = _export(Path(d), args.backend or installed_backends()[0])
         name = _name(export)
-        x = np.random.default_rng(0).uniform(0, 16, size=(args.rows, _width(export))).astype(np.float32)
+        x = _rows(export, args.rows)
         if args.check:
             report: dict[str, Any] = {"max_abs_diff_vs_onnxruntime": run_check(export, name, max(args.rows, 64))}
         elif args.compare_batching:
@@ -362,12 +439,12 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     if args.check:
-        print(f"{max(args.rows, 64)} rows, model {report['model']} (input width {x.shape[1]})")
+        print(f"{max(args.rows, 64)} rows, model {report['model']} (sample shape {list(x.shape[1:])})")
         for k, v in report["max_abs_diff_vs_onnxruntime"].items():
             print(f"{k}: max abs diff vs onnxruntime in-process {v:.3g}")
         return 0
-    print(f"{args.clients} clients, {args.rows} row(s) per request, model {report['model']} (input width "
-          f"{x.shape[1]})")
+    print(f"{args.clients} clients, {args.rows} row(s) per request, model {report['model']} (sample shape "
+          f"{list(x.shape[1:])})")
     print("| path | requests | p50 ms | p99 ms | requests/s |")
     print("|---|---:|---:|---:|---:|")
     if args.compare_batching:
