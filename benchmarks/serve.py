@@ -382,7 +382,7 @@ def _export_images(tmp: Path, backend: str) -> Path:
             "logging": {"dir": str(tmp / "runs")}, "export": {"formats": ["onnx"]}}
     run_dir = UnifiedTrainer(spec, backend=backend).fit().run_dir
     pre = json.loads((run_dir / "preprocess.json").read_text())
-    pre.setdefault("image", {"size": [8, 8], "channels": 1})
+    pre["image"] = pre.get("image") or {"size": [8, 8], "channels": 1}
     (run_dir / "preprocess.json").write_text(json.dumps(pre))
     return run_dir / "export"
 

@@ -61,7 +61,7 @@ def image_model(tmp_path_factory) -> dict:
     run_dir = trainer.fit().run_dir
     pre_file = run_dir / "preprocess.json"
     pre = json.loads(pre_file.read_text())
-    pre.setdefault("image", {"size": list(SIZE), "channels": CHANNELS})  # what an imagefolder: run records
+    pre["image"] = pre.get("image") or {"size": list(SIZE), "channels": CHANNELS}  # as an imagefolder: run records
     pre_file.write_text(json.dumps(pre))
     return {"trainer": trainer, "run_dir": run_dir, "export": run_dir / "export", "images": images[:20],
             "labels": digits.target[:20].tolist(), "tmp": tmp}

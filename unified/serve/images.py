@@ -20,13 +20,14 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from unified.errors import DataError, SpecError
+from unified.export.manifest import MANIFEST
+from unified.export.preprocess import PREPROCESS_FILE
 from unified.serve.tensors import BadRequest
 
 FIELD = "file"
 """The multipart field every uploaded image goes in (several parts with this name: a batch)."""
 
 MULTIPART = "multipart/form-data"
-PREPROCESS_FILE = "preprocess.json"  # unified.export.preprocess.PREPROCESS_FILE (not imported: it pulls in the export package)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ def image_input(manifest: dict[str, Any], root: Optional[Path],
     Raises:
         SpecError: the entry is malformed or does not fit the model's input shape (names the file).
     """
-    entry, source = (manifest.get("input") or {}).get("image"), "manifest.json"
-    where = "manifest.json: input.image"
+    source = str(root / MANIFEST) if root is not None else MANIFEST
+    entry, where = (manifest.get("input") or {}).get("image"), f"{source}: input.image"
     if entry is None and root is not None:
         run_dirs = [root]
         if (root.parent / "spec.yaml").is_file():  # <run_dir>/export, wherever the run directory now is
@@ -104,7 +105,8 @@ def _checked(entry: Any, where: str, source: str, sample_shape: Sequence[Optiona
     ok_size = size is None or (isinstance(size, (list, tuple)) and len(size) == 2
                                and all(isinstance(d, int) and d > 0 for d in size))
     if not isinstance(channels, int) or not ok_size:
-        raise SpecError(f"{where}: expected {{\"size\": [H, W], \"channels\": C}}, got {json.dumps(entry, default=str)[:200]}")
+        got = json.dumps(entry, default=str)[:200]
+        raise SpecError(f"{where}: expected {{\"size\": [H, W], \"channels\": C}}, got {got}")
     if size is None:
         size = (h, w)
     if (c is not None and channels != c) or any(m is not None and m != s for m, s in zip((h, w), size)):
@@ -210,7 +212,7 @@ def decode_uploads(files: list[tuple[str, bytes]], image: ImageInput) -> np.ndar
             out[i] = load_image(data, size=image.size, channels=image.channels, where=name)
         except DataError as e:
             raise BadRequest(400, _line(e.detail)) from None
-        except Exception as e:  # noqa: BLE001 - a decoder error load_image does not name (EOFError...): still the file's fault
+        except Exception as e:  # noqa: BLE001 - a decoder error load_image lets through (EOFError...): a bad file
             raise BadRequest(400, f"{name}: not a readable image ({type(e).__name__}: {_line(e)})") from None
     return out
 
