@@ -212,6 +212,9 @@ class BackendAdapter(ABC):
     # (adapters/export_*.py), and the formats it gives (``export_formats_for`` when they depend on the spec).
     exporter: ClassVar[Optional[str]] = None
     export_formats: ClassVar[frozenset[str]] = frozenset()
+    # trainer.devices > 1 as replicas inside this one process (Keras: tf.distribute / keras.distribution): the
+    # facade starts no other processes, and summary.json's world_size is the number of devices.
+    devices_in_process: ClassVar[bool] = False
 
     @classmethod
     def export_formats_for(cls, spec: Any) -> frozenset[str]:

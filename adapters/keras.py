@@ -7,6 +7,7 @@ one afterwards (run that backend in another process: ``unified run --keras-backe
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import io
 import importlib.util
@@ -18,6 +19,7 @@ import numpy as np
 
 from unified.adapters.base import BackendAdapter, LoopPlan, SchedulerStepper
 from unified.adapters.keras_outputs import output_activation, to_logits
+from unified.adapters.keras_replicas import Replicas, prepare_devices, why_not
 from unified.context import RunContext
 from unified.errors import BackendUnavailableError, NotSupportedError, SpecError
 from unified.models import ModelPlan, call_factory, import_target
@@ -76,7 +78,9 @@ def _np_eval_loss_sum(name: str, outputs: np.ndarray, targets: np.ndarray) -> fl
 class KerasAdapter(BackendAdapter):
     name = "keras"
     packages = ("keras", "tensorflow", "torch", "jax")
-    features = BackendAdapter.features | {"scheduler", "accumulation", "gradient_clipping", "precision:bf16-mixed"}
+    features = BackendAdapter.features | {"scheduler", "accumulation", "gradient_clipping", "precision:bf16-mixed",
+                                          "distributed"}
+    devices_in_process = True  # trainer.devices > 1: replicas in this process (adapters/keras_replicas.py)
     feature_notes = {"precision:16-mixed": "Keras's mixed_float16 needs its LossScaleOptimizer, which does not "
                                            "compose with the PyTorch-rule optimizers, and Lightning refuses float16 "
                                            "AMP on CPU; use trainer.precision: bf16-mixed"}
@@ -96,6 +100,31 @@ class KerasAdapter(BackendAdapter):
         return formats_for(resolve_keras_backend(spec.keras_backend))
 
     @classmethod
+    def check_spec(cls, spec: Any) -> None:
+        """The base checks, and what several devices mean on Keras: one process, N replicas (TensorFlow's
+        MirroredStrategy, JAX's DataParallel); no torch DDP, no several machines, not on the torch backend.
+
+        With ``devices > 1`` the devices are also made here (N logical CPU devices), the earliest point of a
+        run, before anything initialises the framework's devices.
+        """
+        tr, kb = spec.trainer, resolve_keras_backend(spec.keras_backend)
+        if tr.devices > 1 and kb in KERAS_BACKENDS and why_not(kb) is None:
+            prepare_devices(kb, spec)  # before the base checks probe the framework for GPUs (JAX: that starts it)
+        super().check_spec(spec)
+        if tr.num_nodes > 1:
+            raise NotSupportedError("backend 'keras' does not support trainer.num_nodes > 1: its devices are the "
+                                    "replicas of one process (tf.distribute.MirroredStrategy / "
+                                    "keras.distribution.DataParallel); use backend torch / lightning / ignite")
+        if tr.strategy == "ddp":
+            raise NotSupportedError("backend 'keras' does not support trainer.strategy: 'ddp' (torch's "
+                                    "DistributedDataParallel); trainer.strategy: auto with trainer.devices > 1 "
+                                    "trains on one process's devices (docs/scaling.md)")
+        if tr.devices > 1:
+            reason = why_not(kb)
+            if reason is not None:
+                raise NotSupportedError(f"backend 'keras' on {kb} does not support trainer.devices > 1: {reason}")
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         out = {}
         for pkg in ("keras", "tensorflow", "tensorflow-cpu", "torch", "jax"):
@@ -108,23 +137,57 @@ class KerasAdapter(BackendAdapter):
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
         spec = ctx.spec
+        tr = spec.trainer
+        if tr.devices > 1:  # N devices exist before Keras (and its framework) start (a no-op when done already)
+            kb = resolve_keras_backend(spec.keras_backend)
+            if why_not(kb) is None:
+                prepare_devices(kb, spec)
         self.keras = keras = import_keras(spec.keras_backend)
         self.kb = keras.backend.backend()
+        # devices > 1: the model, optimizer and metrics are built in the replicas' scope, and fit runs in it
+        self.replicas = Replicas(keras, tr.devices, spec) if tr.devices > 1 else None
+        if self.replicas is not None and ctx.user_model is not None:
+            raise NotSupportedError("fit(model=...) with trainer.devices > 1 on backend 'keras': the model must be "
+                                    "built on the devices; pass it as model.factory (called inside the "
+                                    "distribution scope) or train on one device")
         keras.utils.set_random_seed(spec.seed)
         if spec.trainer.deterministic and self.kb == "tensorflow":
             import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()
         self.loss_name = spec.resolved_loss()
-        tr = spec.trainer
         self.precision = tr.precision
+        with self._scope():
+            self._build(ctx, spec, tr)
+        self.steps_done = 0
+        # The lr schedule: torch's formulas in pure Python (unified.schedules), applied to the optimizer's
+        # learning-rate variable from the bridge. `scheduler` has state_dict() / load_state_dict().
+        from unified.schedules import Schedule, check_monitor_available, plan_schedule
+
+        self.loop = LoopPlan.of(spec, ctx.dataset.steps_per_epoch() if ctx.dataset is not None else None)
+        self.schedule_plan = plan_schedule(spec, self.loop.batches_per_epoch)
+        check_monitor_available(self.schedule_plan, ctx.has_val)
+        self.scheduler = Schedule(self.schedule_plan) if self.schedule_plan is not None else None
+        self.stepper = SchedulerStepper(self.schedule_plan, lambda metric: self.set_lr(self.scheduler.step(metric)))
+        self.lr_now = float(spec.optimizer.lr)  # what the optimizer's learning-rate variable holds
+        self.step_lr: Optional[float] = None  # the lr the last optimizer step used (what `lr` logs)
+        # exact resume (restore() sets these; fit() and the bridge read them)
+        self._resume_at: Optional[tuple[int, int]] = None  # (0-based epoch, optimizer steps of it done)
+        self.batch_offset = 0  # batches of the current epoch done before this fit() call
+        self.final_fit = True  # whether this fit() call ends training (on_train_end -> fit_end)
+        self.fit_begun = False
+        self.fit_ended = False
+
+    def _build(self, ctx: RunContext, spec: Any, tr: Any) -> None:
+        """The network, its wrapper and the optimizer, compiled (in the replicas' scope when devices > 1)."""
+        keras = self.keras
         # bf16-mixed: Keras's mixed_bfloat16 policy, set only while the network's layers are created (each
         # layer keeps the policy it was built with), then restored, so it never leaks into a later run.
         with _dtype_policy(keras, "mixed_bfloat16" if self.precision == "bf16-mixed" else None):
             self.net, self.kind = self._build_net()
         # A user's model ending in softmax / sigmoid trains on its probabilities (adapters/keras_outputs.py).
         self.probs = output_activation(keras, self.net) if self.kind == "keras" else None
-        self.model = _wrap(keras, self.net, self._keras_loss())
+        self.model = _wrap(keras, self.net, self.replicas)
         sample_shape = getattr(ctx.dataset, "sample_shape", None) if ctx.dataset is not None else None
         if sample_shape is not None:
             dtype = np.int64 if getattr(ctx.dataset, "input_dtype", "float32") == "int64" else np.float32
@@ -144,25 +207,10 @@ class KerasAdapter(BackendAdapter):
         # TensorFlow / torch: no XLA (the order of float32 operations torch's CPU kernels use, see
         # keras_optim.py). JAX: the train step is one jax.jit function, as Keras runs it by default; without
         # it every operation of the step is dispatched on its own (~10x slower per step).
-        self.model.compile(optimizer=self.optimizer, loss=self._keras_loss(), jit_compile=self.kb == "jax")
-        self.steps_done = 0
-        # The lr schedule: torch's formulas in pure Python (unified.schedules), applied to the optimizer's
-        # learning-rate variable from the bridge. `scheduler` has state_dict() / load_state_dict().
-        from unified.schedules import Schedule, check_monitor_available, plan_schedule
-
-        self.loop = LoopPlan.of(spec, ctx.dataset.steps_per_epoch() if ctx.dataset is not None else None)
-        self.schedule_plan = plan_schedule(spec, self.loop.batches_per_epoch)
-        check_monitor_available(self.schedule_plan, ctx.has_val)
-        self.scheduler = Schedule(self.schedule_plan) if self.schedule_plan is not None else None
-        self.stepper = SchedulerStepper(self.schedule_plan, lambda metric: self.set_lr(self.scheduler.step(metric)))
-        self.lr_now = float(spec.optimizer.lr)  # what the optimizer's learning-rate variable holds
-        self.step_lr: Optional[float] = None  # the lr the last optimizer step used (what `lr` logs)
-        # exact resume (restore() sets these; fit() and the bridge read them)
-        self._resume_at: Optional[tuple[int, int]] = None  # (0-based epoch, optimizer steps of it done)
-        self.batch_offset = 0  # batches of the current epoch done before this fit() call
-        self.final_fit = True  # whether this fit() call ends training (on_train_end -> fit_end)
-        self.fit_begun = False
-        self.fit_ended = False
+        # devices > 1: each sample is weighted 1 / len(global batch) and the loss sums (keras_replicas.py), so
+        # the replicas' summed (TensorFlow) or global (JAX) gradient is that of the global batch's mean loss.
+        loss = self._keras_loss("sum" if self.replicas is not None else "sum_over_batch_size")
+        self.model.compile(optimizer=self.optimizer, loss=loss, jit_compile=self.kb == "jax")
 
     # -- model ---------------------------------------------------------------------------------------
     def _build_net(self) -> tuple[Any, str]:
@@ -202,15 +250,23 @@ class KerasAdapter(BackendAdapter):
                         f"keras.Model (or a torch.nn.Module on keras_backend torch)",
                         path=None if self.ctx.user_model is not None else "model.factory")
 
-    def _keras_loss(self) -> Any:
-        losses = self.keras.losses
+    def _keras_loss(self, reduction: str = "sum_over_batch_size") -> Any:
+        losses, r = self.keras.losses, reduction
         return {
-            "cross_entropy": lambda: losses.SparseCategoricalCrossentropy(from_logits=self.probs is None),
-            "bce_with_logits": lambda: losses.BinaryCrossentropy(from_logits=self.probs is None),
-            "mse": lambda: losses.MeanSquaredError(),
-            "mae": lambda: losses.MeanAbsoluteError(),
-            "huber": lambda: losses.Huber(delta=1.0),
+            "cross_entropy": lambda: losses.SparseCategoricalCrossentropy(from_logits=self.probs is None, reduction=r),
+            "bce_with_logits": lambda: losses.BinaryCrossentropy(from_logits=self.probs is None, reduction=r),
+            "mse": lambda: losses.MeanSquaredError(reduction=r),
+            "mae": lambda: losses.MeanAbsoluteError(reduction=r),
+            "huber": lambda: losses.Huber(delta=1.0, reduction=r),
         }[self.loss_name]()
+
+    def _scope(self) -> Any:
+        """The replicas' scope (devices > 1), else nothing."""
+        return self.replicas.scope() if self.replicas is not None else contextlib.nullcontext()
+
+    def _stream(self, data: Any) -> Any:
+        """The training stream fit() walks: ``_train_data``'s, split over the replicas when devices > 1."""
+        return self.replicas.train_stream(data) if self.replicas is not None else data
 
     # -- data ----------------------------------------------------------------------------------------
     def _targets(self, y: np.ndarray) -> np.ndarray:
@@ -284,16 +340,19 @@ class KerasAdapter(BackendAdapter):
         try:
             if skip:
                 self.batch_offset, self.final_fit = skip, start + 1 >= epochs
-                self.model.fit(self._train_data(start + 1, start, skip), epochs=start + 1, initial_epoch=start,
-                               steps_per_epoch=spe - skip, shuffle=False, verbose=0, callbacks=[bridge])
+                with self._scope():
+                    self.model.fit(self._stream(self._train_data(start + 1, start, skip)), epochs=start + 1,
+                                   initial_epoch=start, steps_per_epoch=spe - skip, shuffle=False, verbose=0,
+                                   callbacks=[bridge])
                 self.batch_offset, self.final_fit = 0, True
                 start += 1
                 if self.model.stop_training or start >= epochs:
                     if not self.fit_ended:
                         ctx.events.fit_end()
                     return
-            self.model.fit(self._train_data(epochs, start), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
-                           shuffle=False, verbose=0, callbacks=[bridge])
+            with self._scope():
+                self.model.fit(self._stream(self._train_data(epochs, start)), epochs=epochs, initial_epoch=start,
+                               steps_per_epoch=spe, shuffle=False, verbose=0, callbacks=[bridge])
         except BaseException as e:
             ctx.events.exception(e)
             raise
@@ -537,7 +596,7 @@ def _mlp(keras: Any, plan: ModelPlan) -> Any:
     return keras.Sequential(layers, name="mlp")
 
 
-def _wrap(keras: Any, net: Any, loss: Any) -> Any:
+def _wrap(keras: Any, net: Any, replicas: Optional[Replicas]) -> Any:
     """A keras.Model around ``net`` that also reports the last batch's loss (``batch_loss`` in the logs).
 
     Keras logs the running mean of the epoch's loss; the facade logs each step's own loss, as the
@@ -550,7 +609,9 @@ def _wrap(keras: Any, net: Any, loss: Any) -> Any:
     class _LastValue(keras.metrics.Metric):
         def __init__(self, name: str = "batch_loss") -> None:
             super().__init__(name=name)
-            self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+            # only_first_replica: with several replicas (TensorFlow) every replica holds the global value
+            # (keras_replicas.Replicas.reduce_logged), and a read takes the first's instead of summing them
+            self.value = self.add_variable(shape=(), initializer="zeros", name="value", aggregation="only_first_replica")
 
         def update_state(self, value: Any) -> None:
             self.value.assign(keras.ops.cast(value, self.value.dtype))
@@ -576,12 +637,26 @@ def _wrap(keras: Any, net: Any, loss: Any) -> Any:
                          training: bool = True) -> Any:
             loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
             if training:
-                self.batch_loss.update_state(loss)
+                # devices > 1 on TensorFlow: a replica's loss is its share of the global mean; log their sum
+                self.batch_loss.update_state(loss if replicas is None else replicas.reduce_logged(loss))
             return loss
 
         @property
         def metrics(self) -> list[Any]:
             return [*super().metrics, self.batch_loss]
+
+        def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> Any:
+            # TensorFlow, several replicas: Keras builds from the first distributed batch averaged over the
+            # replicas, which fails when their shares differ in size (an odd global batch); build from the
+            # first replica's share instead (only the shapes matter).
+            if replicas is None or replicas.kb != "tensorflow" or iterator is None:
+                return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+            strategy = replicas.strategy
+            for _, _, it in iterator:
+                data_batch = keras.tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(it))
+                break
+            with strategy.scope():
+                self._symbolic_build(data_batch=data_batch)
 
     return UnifiedKerasModel(net)
 

@@ -164,6 +164,25 @@ def _dense(gradient: Any, variable: Any) -> Any:
     return gradient
 
 
+def _tf_replica_of_many() -> Any:
+    """TensorFlow: the replica context of a step run by several replicas (MirroredStrategy), else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
+def _tf_cross_replica() -> bool:
+    """TensorFlow: whether this runs in cross-replica context of a strategy with several replicas."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.in_cross_replica_context() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+
+
 class _TorchRuleOptimizer(keras.optimizers.Optimizer):
     """Shared plumbing: torch-style weight decay kept away from the Keras base class, FMA emulation."""
 
@@ -216,6 +235,10 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
     # against native Keras fit). Other backends use the keras.ops ``update_step`` below.
     def _backend_update_step(self, grads: list[Any], trainable_variables: list[Any], learning_rate: Any) -> None:
         if keras.backend.backend() != "torch":
+            if _tf_cross_replica():  # inside _apply_across_replicas: the gradients are summed already
+                return self._distributed_tf_update_step(  # Keras's own per-device update, without its merge_call
+                    self._distribution_strategy, [(g, v.value) for g, v in zip(grads, trainable_variables)],
+                    learning_rate)
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
         import torch
 
@@ -263,6 +286,9 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         return updates if updates is not None else super().iterations
 
     def _backend_apply_gradients(self, grads: list[Any], trainable_variables: list[Any]) -> None:
+        replica = _tf_replica_of_many()
+        if replica is not None:
+            return self._apply_across_replicas(replica, grads, trainable_variables)
         if self.accumulate == 1:
             if self.clip_norm is not None:
                 grads = self._clip_total_norm([_dense(g, v) for g, v in zip(grads, trainable_variables)])
@@ -306,6 +332,28 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
             ops.cond(last, step, add)
         micro.assign_add(1)
         return None
+
+    def _apply_across_replicas(self, replica: Any, grads: list[Any], trainable_variables: list[Any]) -> None:
+        """TensorFlow with several replicas (``tf.distribute.MirroredStrategy``, trainer.devices > 1).
+
+        Each replica's loss is its share of the global batch's mean (adapters/keras_replicas.py), so the sum
+        of the replicas' gradients is the global batch's gradient. It is summed first (one all-reduce), and
+        then the step is taken once, in cross-replica context, by the very code of one device: accumulation
+        windows, clipping by the global norm (of the summed gradient, as torch clips after DDP's all-reduce)
+        and torch's update rule, with every assignment written to each replica's copy of the variable.
+        (Keras's own order, clipping each replica's part before its all-reduce, would clip the wrong norm.)
+        """
+        import tensorflow as tf
+
+        dense = [ops.convert_to_tensor(_dense(g, v)) for g, v in zip(grads, trainable_variables)]
+        summed = replica.all_reduce(tf.distribute.ReduceOp.SUM, dense)
+
+        def apply(strategy: Any, summed: Any) -> None:
+            # the replicas' values are equal after the all-reduce: take the first's
+            self._backend_apply_gradients([strategy.experimental_local_results(g)[0] for g in summed],
+                                          trainable_variables)
+
+        replica.merge_call(apply, args=(summed,))
 
     def _jax_window(self, last: Any, sums: list[Any], parts: list[Any], trainable_variables: list[Any]) -> None:
         """The window's step on JAX, where a branch of ``lax.cond`` cannot assign variables.

@@ -182,7 +182,7 @@ class UnifiedTrainer:
 
         wall_start = time.perf_counter()
         adapter_cls = self._check_backend()
-        world = self._check_world(world_from_env())
+        world = self._check_world(world_from_env(), adapter_cls)
         if world is None:  # trainer.devices > 1 on one machine: start the other ranks, train as rank 0
             return self._fit_launched(model, data, resume)
         self.world = world
@@ -473,11 +473,13 @@ class UnifiedTrainer:
         return adapter.native_model()
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _check_world(self, world: Any) -> Any:
+    def _check_world(self, world: Any, adapter_cls: Any = None) -> Any:
         """This process's World; None when the facade must start the other processes itself."""
         from unified.distributed import wanted_world_size
 
         want = wanted_world_size(self.spec)
+        if getattr(adapter_cls, "devices_in_process", False) and not world.distributed:
+            return world  # the adapter spreads this one process over the devices itself
         if world.distributed:
             if world.world_size != want:
                 raise SpecError(f"trainer.devices * trainer.num_nodes: the job has WORLD_SIZE={world.world_size} "
@@ -618,7 +620,8 @@ class UnifiedTrainer:
             "best": tracker.as_dict(),
             "train_time_s": round(train_time, 6),
             "wall_time_s": round(wall_time, 6),
-            "world_size": getattr(self, "world", None).world_size if getattr(self, "world", None) else 1,
+            "world_size": (int(self.spec.trainer.devices) if getattr(adapter_cls, "devices_in_process", False)
+                           else getattr(self, "world", None).world_size if getattr(self, "world", None) else 1),
             "seed": self.spec.seed,
             "precision": self.spec.trainer.precision,
             "run_dir": str(self.run_dir),
