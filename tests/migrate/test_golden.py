@@ -43,6 +43,7 @@ EXPECT = {
     "keras_callbacks": (True, 1, {"keras.callbacks.earlystopping", "keras.callbacks.modelcheckpoint",
                                   "keras.callbacks.reducelronplateau", "keras.callbacks.csvlogger",
                                   "keras.callbacks.tensorboard", "keras.callbacks.custom"}),
+    "keras_nd_inputs": (True, 0, {"keras.model.nd-input", "keras.fit", "keras.fit.validation_split", "keras.evaluate"}),
     "keras_custom_loops": (False, 3, {"keras.custom-loop.gradient-tape", "keras.custom-loop.train-step",
                                       "keras.fit.left-on-keras"}),
     "not_a_framework": (False, 0, set()),

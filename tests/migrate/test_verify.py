@@ -1,6 +1,7 @@
 """The tool checks its own output (issue 14): what a rewrite leaves broken is a manual finding with a TODO at
 that line; manual constructs are never deleted; nothing the tool did not rewrite changes; settings are mapped
-or reported; what the facade cannot run (N-D inputs, unlabelled batches, LightningCLI) is never "converted"."""
+or reported; what the facade cannot run (N-D torch modules, string inputs, several inputs, unlabelled batches,
+LightningCLI) is never "converted"."""
 
 from __future__ import annotations
 
@@ -97,15 +98,57 @@ def test_unchanged_file_reports_no_conversion():
         import numpy as np
 
         x = np.zeros((100, 10, 3), "float32")
+        m = np.zeros((100, 4), "float32")
         y = np.zeros(100, "int64")
-        model = keras.Sequential([keras.layers.Dense(8), keras.layers.Dense(2, activation="softmax")])
+        model = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit([x, m], y, epochs=2)
+    ''')
+    result = migrate_text(src, "k.py")
+    assert result.new_text is None
+    assert [f.rule for f in result.findings] == ["keras.fit.multi-input"]  # two input arrays: manual, nothing converted
+    assert "x is a list of 2" in result.findings[0].hint
+
+
+def test_keras_nd_fit_converts_in_the_models_layout():
+    src = textwrap.dedent('''\
+        import keras
+        import numpy as np
+
+        x = np.zeros((100, 8, 8, 1), "float32")
+        y = np.zeros(100, "int64")
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                                  keras.layers.Dense(2, activation="softmax")])
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         history = model.fit(x, y, epochs=2)
     ''')
     result = migrate_text(src, "k.py")
+    assert not [f for f in result.findings if f.action == "manual"], result.findings
+    (nd,) = [f for f in result.findings if f.rule == "keras.model.nd-input"]
+    assert nd.action == "converted" and "N,H,W,C" in nd.hint
+    assert "trainer.fit(model=model, data=(x, y))" in result.new_text  # the user's arrays, not transposed
+
+
+@pytest.mark.parametrize("model, rule", [
+    ('keras.Sequential([keras.layers.TextVectorization(), keras.layers.Embedding(10, 4), '
+     'keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2, activation="softmax")])', "keras.model.string-input"),
+    ('keras.Sequential([keras.layers.LSTM(4, return_sequences=True), '
+     'keras.layers.TimeDistributed(keras.layers.Dense(2, activation="softmax"))])', "keras.model.per-step-output"),
+    ('keras.Model([a, b], keras.layers.Dense(2, activation="softmax")(keras.layers.Concatenate()([a, b])))',
+     "keras.model.multi-io"),
+])
+def test_keras_models_the_facade_cannot_take_stay_on_keras(model, rule):
+    src = textwrap.dedent(f'''\
+        import keras
+        a, b = keras.Input((3,)), keras.Input((3,))
+        model = {model}
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=2)
+    ''')
+    result = migrate_text(src, "k.py")
     assert result.new_text is None
-    assert [f.rule for f in result.findings] == ["keras.fit.nd-input"]  # 3-D arrays: manual, nothing converted
-    assert "zeros((100, 10, 3)" in result.findings[0].hint
+    assert [f.rule for f in result.findings] == [rule, "keras.fit.left-on-keras"], result.findings
+    assert all(f.action == "manual" and f.hint for f in result.findings)
 
 
 def test_hints_quote_the_source():

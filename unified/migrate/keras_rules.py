@@ -36,10 +36,13 @@ LOSSES = {
 METRIC_CLASSES = {"SparseCategoricalAccuracy": "accuracy", "BinaryAccuracy": "accuracy", "Accuracy": "accuracy",
                   "AUC": "auroc", "MeanSquaredError": "mse", "MeanAbsoluteError": "mae", "R2Score": "r2",
                   "Precision": "precision_macro", "Recall": "recall_macro", "F1Score": "f1_macro"}
+# Layers of models on N-D inputs (images, sequences, token ids): reported with the converted fit (layout note).
 ND_LAYERS = {"Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "SeparableConv2D", "DepthwiseConv2D", "MaxPooling1D",
              "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
              "GlobalMaxPooling1D", "GlobalMaxPooling2D", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "Flatten",
              "Reshape", "Embedding", "TimeDistributed", "Conv1DTranspose", "UpSampling2D", "MultiHeadAttention"}
+# Preprocessing layers taking strings: the facade feeds numeric arrays only.
+STRING_LAYERS = {"TextVectorization", "StringLookup"}
 FIT_UNSUPPORTED = {"steps_per_epoch", "validation_steps", "class_weight", "sample_weight", "initial_epoch",
                    "validation_freq", "validation_batch_size"}
 
@@ -68,13 +71,8 @@ class KerasRule(Rule):
                   and len(self.arg(c, "shape", 0).elements) > 1]
         shaped += [c for c in self.calls if isinstance(self.arg(c, "input_shape"), cst.Tuple)
                    and len(self.arg(c, "input_shape").elements) > 1 and self.fw(c.func)]
-        if nd or shaped:
-            first = (nd + shaped)[0]
-            self.find(first, f"{self.code(first.func)}(...)", "manual", "model.nd-input",
-                      "the model takes N-D inputs (images, sequences: convolutional / recurrent layers or an input "
-                      "shape with more than one axis): the facade accepts 2-D float tables only for now; this "
-                      "file stays on Keras")
-            blocking.append("N-D inputs")
+        nd_model = (nd + shaped)[0] if nd or shaped else None
+        blocking += self._not_faithful()
         model_classes = []
         for cls in self.classes:
             if any(self.fw_last(b.value) in ("Model", "Sequential") for b in cls.bases):
@@ -118,16 +116,24 @@ class KerasRule(Rule):
         compiles = [c for c in calls if self.method(c) == "compile"]
         seeds = [c for c in self.calls if self.fw(c.func) in ("utils.set_random_seed", "random.set_seed",
                                                                "keras.utils.set_random_seed")]
+        converted = False
         for i, fit in enumerate(fits):
             earlier = [c for c in compiles if self.pos(c)[0] < self.pos(fit)[0]]
             compile_call = (earlier or compiles or [None])[-1]
             nxt = fits[i + 1] if i + 1 < len(fits) else None
             later = [c for c in calls if self.method(c) in ("evaluate", "predict") and self.pos(c)[0] > self.pos(fit)[0]
                      and (nxt is None or self.pos(c)[0] < self.pos(nxt)[0])]
-            if self._migrate_fit(fit, compile_call, later, seeds) and compile_call is not None:
+            if not self._migrate_fit(fit, compile_call, later, seeds):
+                continue
+            converted = True
+            if compile_call is not None:
                 stmt = self.stmt_of(compile_call)
                 if stmt is not None and self.is_statement(compile_call):
                     self.remove(stmt)
+        if converted and nd_model is not None:
+            self.find(nd_model, f"{self.code(nd_model.func)}(...)", "converted", "model.nd-input",
+                      "N-D inputs (images, sequences, token ids): your model and its arrays reach the facade "
+                      "unchanged, in the model's own layout (Keras channels-last images stay N,H,W,C)")
 
     # -- compile -----------------------------------------------------------------------------------------
     def _compile(self, call: Optional[cst.Call]) -> tuple[dict[str, Any], str, str, Optional[list[str]]]:
@@ -232,12 +238,13 @@ class KerasRule(Rule):
             return False
         x = self.arg(fit, "x", 0)
         y = self.arg(fit, "y", 1)
-        nd = self._nd_array(x, fit) if x is not None else None
-        if nd:
-            self.find(fit, construct, "manual", "fit.nd-input",
-                      f"x is built with {nd}: an N-D array (images, sequences); the facade accepts 2-D float tables "
-                      "only for now, so this fit stays on Keras")
-            return False
+        for what, node in (("x", x), ("y", y)):
+            several = self._several(node, fit)
+            if several:
+                self.find(fit, construct, "manual", f"fit.multi-{'input' if what == 'x' else 'output'}",
+                          f"{what} is {several}: the facade trains one input array and one target array per sample; "
+                          "this fit stays on Keras")
+                return False
         data_cfg: dict[str, Any] = {}
         trainer: dict[str, Any] = {"max_epochs": 1}
         callbacks: list[dict[str, Any]] = []
@@ -355,22 +362,45 @@ class KerasRule(Rule):
             self.replace[sub.slice[0].slice.value] = self.key_node(sub.slice[0].slice.value, new)
             self.find(sub, self.code(sub), "converted", "evaluate.key", f'{name}["{new}"]')
 
-    def _nd_array(self, x: cst.BaseExpression, at: cst.CSTNode) -> Optional[str]:
-        """The source text that makes ``x`` N-D (``.reshape(-1, 8, 8)``, ``[..., None]``, ``expand_dims``,
-        ``zeros((n, t, c))``), following names to their assignments; None when nothing shows it."""
-        import re
+    def _not_faithful(self) -> list[str]:
+        """What in the model the facade cannot train as Keras does, each reported manual; the reasons."""
+        reasons: list[str] = []
+        strings = [c for c in self.calls if self.fw_last(c.func) in STRING_LAYERS]
+        if strings:
+            self.find(strings[0], f"{self.code(strings[0].func)}(...)", "manual", "model.string-input",
+                      "the model takes strings (text preprocessing inside it): the facade takes numeric arrays; "
+                      "vectorize the texts before fit (token ids) and migrate again; this file stays on Keras")
+            reasons.append("string inputs")
+        per_step = [c for c in self.calls if self.fw_last(c.func) == "TimeDistributed"]
+        if per_step:
+            self.find(per_step[0], f"{self.code(per_step[0].func)}(...)", "manual", "model.per-step-output",
+                      "one output per time step (sequence labelling): the facade's tasks take one label or one "
+                      "target vector per sample; this file stays on Keras")
+            reasons.append("per-step outputs")
+        for c in self.calls:
+            if self.fw_last(c.func) not in ("Model", "Functional"):
+                continue
+            for kw, index in (("inputs", 0), ("outputs", 1)):
+                several = self._several(self.arg(c, kw, index), c)
+                if several:
+                    self.find(c, f"{self.code(c.func)}({kw}=)", "manual", "model.multi-io",
+                              f"{kw} is {several}: the facade trains models with one input and one output; "
+                              "this file stays on Keras")
+                    reasons.append("several inputs or outputs")
+                    break
+        return reasons
 
-        seen: list[cst.BaseExpression] = [x]
-        if isinstance(x, cst.Name):
-            seen += [v for _, v in self.assigns.get(x.value, [])]
-        for node in seen:
-            text = self.code(node)
-            for m in re.finditer(r"\.reshape\(([^()]*)\)", text):
-                if m[1].count(",") >= 2:
-                    return m[0]
-            m = re.search(r"\[[^\[\]]*None\s*\]|expand_dims\(|\w+\(\(\s*[^(),]+,\s*[^(),]+,\s*[^(),]+\)", text)
-            if m and isinstance(node, cst.BaseExpression):
-                return m[0]
+    def _several(self, node: Optional[cst.BaseExpression], at: cst.CSTNode) -> Optional[str]:
+        """``"a list of 2"`` when ``node`` (followed through names) is a list/tuple/dict display of several
+        arrays or tensors (several model inputs or outputs), else None."""
+        found = self.follow(node, at) if node is not None else None
+        rows = (cst.List, cst.Tuple, cst.Integer, cst.Float, cst.UnaryOperation)
+        if isinstance(found, (cst.List, cst.Tuple)) and any(isinstance(e.value, rows) for e in found.elements):
+            return None  # rows of numbers written out: one array
+        if isinstance(found, (cst.List, cst.Tuple)) and len(found.elements) > 1:
+            return f"a {'list' if isinstance(found, cst.List) else 'tuple'} of {len(found.elements)}"
+        if isinstance(found, cst.Dict) and len(found.elements) > 1:
+            return f"a dict of {len(found.elements)}"
         return None
 
     def _checkpoint_reads(self, node: cst.Call) -> None:

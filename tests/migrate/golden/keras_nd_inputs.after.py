@@ -1,0 +1,30 @@
+"""A convnet on channels-last images (N, 28, 28, 1), as Keras's MNIST example feeds it."""
+import keras
+import numpy as np
+from keras import layers
+
+from mypkg import load_images
+from unified import UnifiedTrainer
+
+x_train, y_train, x_test, y_test = load_images()  # uint8 (N, 28, 28)
+x_train = np.expand_dims(x_train.astype("float32") / 255, -1)
+x_test = np.expand_dims(x_test.astype("float32") / 255, -1)
+
+model = keras.Sequential([
+    keras.Input(shape=(28, 28, 1)),
+    layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+    layers.MaxPooling2D(pool_size=(2, 2)),
+    layers.Flatten(),
+    layers.Dropout(0.5),
+    layers.Dense(10, activation="softmax"),
+])
+trainer = UnifiedTrainer({
+    "name": "keras_nd_inputs",
+    "metrics": ["accuracy"],
+    "data": {"batch_size": 128, "val_fraction": 0.1},
+    "optimizer": {"name": "adam", "lr": 0.001, "eps": 1e-07},
+    "trainer": {"max_epochs": 15},
+}, backend="keras")
+trainer.fit(model=model, data=(x_train, y_train))
+score = list(trainer.evaluate(data=(x_test, y_test)).values())
+print("Test accuracy:", score[1])
