@@ -301,10 +301,16 @@ def test_imagefolder_model_answers_an_uploaded_png(tmp_path, start_server):
     image = getattr(pre, "image", None) or json.loads((run_dir / "preprocess.json").read_text()).get("image")
     assert image is not None, "an imagefolder: run records its image entry in preprocess.json"
     server = start_server([run_dir / "export"])
-    upload = files[1][0]
-    x = load_image(upload, size=(8, 8), channels=1)[None]  # the training decoder
-    r = httpx.post(server.url + "/predict", files={"file": (upload.name, upload.read_bytes(), "image/png")},
+    uploads = [files[label][-1] for label in sorted(files)]  # one PNG of each class, a batch
+    x = np.stack([load_image(p, size=(8, 8), channels=1) for p in uploads])  # the training decoder
+    want, labels = trainer.predict(x), trainer.predict_labels(x)
+    r = httpx.post(server.url + "/predict", files=[("file", (p.name, p.read_bytes(), "image/png")) for p in uploads],
                    timeout=30)
     assert r.status_code == 200, r.text
-    assert np.abs(np.array(r.json()["outputs"], np.float32) - trainer.predict(x)).max() < 1e-4
-    assert r.json()["predictions"] == trainer.predict_labels(x)
+    assert np.abs(np.array(r.json()["outputs"], np.float32) - want).max() < 1e-4
+    assert r.json()["predictions"] == labels
+    assert sum(str(p) == str(label) for p, label in zip(labels, sorted(files))) >= 2  # it learned something
+    if shutil.which("curl"):
+        out = subprocess.run(["curl", "-sS", "--max-time", "30", "-F", f"file=@{uploads[1]}", server.url + "/predict"],
+                             capture_output=True, timeout=60, check=True)
+        assert json.loads(out.stdout)["predictions"] == labels[1:2]
