@@ -96,6 +96,8 @@ def body(schema: dict[str, Any], errors: dict[int, dict[str, Any]],
     content: dict[str, Any] = {"application/json": {"schema": schema}}
     if uploads is not None:
         content["multipart/form-data"] = uploads
+        for media in ("image/png", "image/jpeg"):  # one image as the raw body
+            content[media] = {"schema": {"type": "string", "format": "binary", "description": "one image file"}}
     return {"requestBody": {"required": True, "content": content},
             "responses": {str(s): {"description": "refused", "content": {"application/json": {"schema": e}}}
                           for s, e in errors.items()}}
