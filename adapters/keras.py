@@ -282,6 +282,21 @@ class KerasAdapter(BackendAdapter):
         """
         ds = self.ctx.dataset
         assert ds is not None
+        if not ds.train.in_memory:  # fetched per batch (memory map, image files, augmentation), workers ahead
+            def fetched() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                for e in range(start, epochs):
+                    batches = ds.epoch_batches(e)[skip if e == start else 0:]
+                    for xb, yb in ds.iter_batches("train", batches, e):
+                        yield xb, self._targets(yb)
+
+            if self.kb == "tensorflow":
+                import tensorflow as tf
+
+                y0 = self._targets(ds.train.y[:1])
+                signature = (tf.TensorSpec((None, *ds.sample_shape), ds.input_dtype),
+                             tf.TensorSpec((None, *y0.shape[1:]), y0.dtype))
+                return tf.data.Dataset.from_generator(fetched, output_signature=signature).prefetch(1)
+            return fetched()
         x, y = _model_input(ds.train.x), self._targets(ds.train.y)
         batches = [b for e in range(start, epochs) for b in ds.epoch_batches(e)][skip:]
         if self.kb == "tensorflow":
@@ -389,10 +404,10 @@ class KerasAdapter(BackendAdapter):
             return {}
         self.sync_state()
         acc = self.ctx.accumulator(split)
-        for idx in ds.eval_batches(split):
-            xb = _model_input(data.x[idx])
-            out = to_logits(np.asarray(self._predict_batch(xb), dtype=np.float32), self.probs)
-            acc.update(out, data.y[idx], _np_eval_loss_sum(self.loss_name, out, data.y[idx]), len(idx))
+        batches = ds.eval_batches(split)
+        for idx, (xb, yb) in zip(batches, ds.iter_batches(split, batches)):  # in RAM: x[idx]; else fetched
+            out = to_logits(np.asarray(self._predict_batch(_model_input(xb)), dtype=np.float32), self.probs)
+            acc.update(out, yb, _np_eval_loss_sum(self.loss_name, out, yb), len(idx))
         return acc.compute()
 
     def _predict_batch(self, xb: np.ndarray) -> np.ndarray:

@@ -374,7 +374,8 @@ class CanonicalBatchSampler(Sampler):
         self._next_epoch = epoch
         self._skip = (epoch, skip) if skip else None
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def epoch_plan(self) -> tuple[int, list[np.ndarray]]:
+        """``(0-based epoch, this process's batches of it)`` for the next pass; advances the epoch."""
         epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
         batches = self.dataset.epoch_batches(epoch)
         if self._skip is not None:
@@ -383,6 +384,10 @@ class CanonicalBatchSampler(Sampler):
             self._skip = None
         if self._world_size > 1:
             batches = [shard(idx, self._rank, self._world_size) for idx in batches]
+        return epoch, batches
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        _, batches = self.epoch_plan()
         for idx in batches:
             yield torch.from_numpy(idx)
 
@@ -392,7 +397,11 @@ class CanonicalBatchSampler(Sampler):
 
 class _SequentialBatches(Sampler):
     def __init__(self, batches: list[np.ndarray]) -> None:
+        self.indices = batches
         self.batches = [torch.from_numpy(b) for b in batches]
+
+    def epoch_plan(self) -> tuple[int, list[np.ndarray]]:
+        return 0, self.indices
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter(self.batches)
@@ -401,12 +410,36 @@ class _SequentialBatches(Sampler):
         return len(self.batches)
 
 
+class _FetchedBatches:
+    """A split whose batches ``Dataset.iter_batches`` reads (memory map, image files, augmented train split),
+    as tensors, in the sampler's order; ``data.num_workers`` processes fetch ahead.
+
+    Iterated like a DataLoader over the same samplers: ``sampler`` sets the epoch (``set_epoch``) and the
+    resume point, and each pass takes the sampler's next ``epoch_plan()``.
+    """
+
+    batch_sampler = None  # as a DataLoader(batch_size=None): Lightning looks for both samplers
+
+    def __init__(self, dataset: Dataset, split: str, sampler: Any) -> None:
+        self.dataset, self.split, self.sampler = dataset, split, sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, batches = self.sampler.epoch_plan()
+        for x, y in self.dataset.iter_batches(self.split, batches, epoch):
+            yield torch.from_numpy(x), torch.from_numpy(y)
+
+
 def train_loader(ctx: RunContext) -> Any:
     if ctx.user_loaders:
         return ctx.user_loaders["train"]
     assert ctx.dataset is not None
-    return DataLoader(_SplitTensors(ctx.dataset.train), sampler=CanonicalBatchSampler(ctx.dataset),
-                      batch_size=None, num_workers=0)
+    sampler = CanonicalBatchSampler(ctx.dataset)
+    if not ctx.dataset.train.in_memory:  # fetched per batch: memory map, image files, augmentation
+        return _FetchedBatches(ctx.dataset, "train", sampler)
+    return DataLoader(_SplitTensors(ctx.dataset.train), sampler=sampler, batch_size=None, num_workers=0)
 
 
 def eval_loader(ctx: RunContext, split: str = "val") -> Optional[Any]:
@@ -416,8 +449,10 @@ def eval_loader(ctx: RunContext, split: str = "val") -> Optional[Any]:
     data = getattr(ctx.dataset, split)
     if data is None:
         return None
-    return DataLoader(_SplitTensors(data), sampler=_SequentialBatches(ctx.dataset.eval_batches(split)),
-                      batch_size=None, num_workers=0)
+    sampler = _SequentialBatches(ctx.dataset.eval_batches(split))
+    if not data.in_memory:
+        return _FetchedBatches(ctx.dataset, split, sampler)
+    return DataLoader(_SplitTensors(data), sampler=sampler, batch_size=None, num_workers=0)
 
 
 def unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

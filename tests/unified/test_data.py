@@ -51,7 +51,7 @@ def test_scheme_list_loads_no_numpy():
     """``unified.spec`` takes its scheme list from ``unified.data.sources.SOURCES``: that costs no numpy."""
     code = "import sys, unified.data.sources as s; print(sorted(s.SOURCES), 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['csv', 'npz', 'parquet', 'python', 'sklearn'] False"
+    assert out.stdout.strip() == "['csv', 'imagefolder', 'npy', 'npz', 'parquet', 'python', 'sklearn'] False"
 
 
 def test_every_spec_scheme_has_a_reader():

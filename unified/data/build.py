@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from unified.data.augment import Augment
 from unified.data.dataset import Dataset, Split, split_indices
-from unified.data.features import apply_standardize, as_samples, fit_standardize
+from unified.data.features import Moments, apply_standardize, as_samples, check_view, fit_standardize
+from unified.data.fetch import scan_chunk
 from unified.data.labels import as_label_array, encode_splits
 from unified.data.sources import RawData, read_source
+from unified.data.stores import ArrayStore, SampleStore
 from unified.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +58,9 @@ def dataset_from_arrays(x: Any, y: Any, spec: "Spec", *, val: Any = None, test: 
 def build(spec: "Spec", raw: RawData) -> Dataset:
     """The dataset the spec makes of ``raw``: validated, encoded, split, standardized.
 
+    Features given as a :class:`~unified.data.stores.SampleStore` (memory maps, image files) stay where they
+    are: they are checked and their statistics fitted by streaming over them, a chunk at a time.
+
     Raises:
         DataError: one line naming the source and the problem.
     """
@@ -66,26 +72,38 @@ def build(spec: "Spec", raw: RawData) -> Dataset:
     if token_ids and d.standardize:
         raise DataError("token ids (model.vocab_size is set) are not standardized; set data.standardize: false",
                         path="data.standardize")
+    if raw.image is not None and task == "regression":
+        raise DataError(f"{where}the labels of an image folder are its class folder names; task must be "
+                        f"classification or binary, got regression", path="task")
+    augment = _augment(d)
 
-    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    parts: dict[str, tuple[Any, np.ndarray]] = {}
     for name, pair in (("train", (raw.x, raw.y)), ("val", raw.val), ("test", raw.test)):
         if pair is None:
             continue
         label = "" if name == "train" and raw.val is None and raw.test is None else f"{name} "
-        x = as_samples(pair[0], what=f"{where}{label}x", path="data.source", shape=view, token_ids=token_ids)
+        if isinstance(pair[0], SampleStore):
+            x = _store_samples(pair[0], f"{where}{label}x", view, token_ids)
+        else:
+            x = as_samples(pair[0], what=f"{where}{label}x", path="data.source", shape=view, token_ids=token_ids)
         y = as_label_array(pair[1], what=f"{where}{label}y")
         if y.shape[0] != x.shape[0]:
             raise DataError(f"{where}{label}x has {x.shape[0]} rows but y has {y.shape[0]}", path="data.source")
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        if bad:
-            raise DataError(f"{where}{label}x holds {bad} NaN/inf value{'s' if bad != 1 else ''}",
-                            path="data.source")
+        if not isinstance(x, SampleStore):
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            if bad:
+                raise DataError(f"{where}{label}x holds {bad} NaN/inf value{'s' if bad != 1 else ''}",
+                                path="data.source")
         parts[name] = (x, y)
 
     x_all = parts["train"][0]
     widths = {name: tuple(p[0].shape[1:]) for name, p in parts.items()}
     if len(set(widths.values())) > 1:
         raise DataError(f"{where}splits have different sample shapes: {widths}", path="data.source")
+    if augment is not None and len(x_all.shape) != 4:
+        raise DataError(f"{where}augmentation (hflip, crop_padding) applies to images [C, H, W]; the samples are "
+                        f"shaped {list(x_all.shape[1:])} (view rows as images with data.shape, e.g. [1, 8, 8])",
+                        path="data.augment")
 
     ys, classes = encode_splits({name: p[1] for name, p in parts.items()}, task, where)
 
@@ -98,21 +116,33 @@ def build(spec: "Spec", raw: RawData) -> Dataset:
         idx = split_indices(n, spec.seed, val_frac, test_frac)
         for name in ("val", "test"):
             if name in idx:
-                xs[name], ys[name] = x_all[idx[name]], ys["train"][idx[name]]
-        xs["train"], ys["train"] = x_all[idx["train"]], ys["train"][idx["train"]]
+                xs[name], ys[name] = _rows(x_all, idx[name]), ys["train"][idx[name]]
+        xs["train"], ys["train"] = _rows(x_all, idx["train"]), ys["train"][idx["train"]]
     if xs["train"].shape[0] < 2:
         raise DataError(f"{where}the train split needs at least 2 samples, got {xs['train'].shape[0]} "
                         f"(from {n} with val_fraction={d.val_fraction}, test_fraction={d.test_fraction})",
                         path="data.source")
 
-    # -- standardize -----------------------------------------------------------------------------
+    # -- check stores, standardize ---------------------------------------------------------------
+    pool = None
+    if d.num_workers > 0 and any(isinstance(x, SampleStore) for x in xs.values()):
+        from unified.data.workers import WorkerPool
+
+        pool = WorkerPool(d.num_workers)
+    moments = _scan(xs, bool(d.standardize), where, pool)
     mean = std = None
     if d.standardize:
-        mean, std = fit_standardize(xs["train"])
-    if token_ids:  # int64 token ids go to the model as they are
-        splits = {name: Split(np.ascontiguousarray(xs[name]), ys[name]) for name in xs}
-    else:
-        splits = {name: Split(apply_standardize(xs[name], mean, std), ys[name]) for name in xs}
+        mean, std = moments.result() if moments is not None else fit_standardize(xs["train"])
+    splits = {}
+    for name, x in xs.items():
+        if isinstance(x, SampleStore):
+            splits[name] = Split(x, ys[name])
+        elif token_ids:  # int64 token ids go to the model as they are
+            splits[name] = Split(np.ascontiguousarray(x), ys[name])
+        elif name == "train" and augment is not None:  # kept raw: augmented, then standardized, per batch
+            splits[name] = Split(ArrayStore(np.ascontiguousarray(x)), ys[name])
+        else:
+            splits[name] = Split(apply_standardize(x, mean, std), ys[name])
 
     names = raw.feature_names
     width = int(np.prod(x_all.shape[1:]))
@@ -121,8 +151,64 @@ def build(spec: "Spec", raw: RawData) -> Dataset:
     return Dataset(
         train=splits["train"], val=splits.get("val"), test=splits.get("test"), task=task, classes=classes,
         feature_names=[str(c) for c in names], mean=mean, std=std, batch_size=int(d.batch_size),
-        shuffle=bool(d.shuffle), seed=int(spec.seed), view_shape=view,
+        shuffle=bool(d.shuffle), seed=int(spec.seed), view_shape=view, augment=augment,
+        num_workers=int(d.num_workers), image=raw.image, workers=pool,
     )
+
+
+def _augment(d: Any) -> Optional[Augment]:
+    """``data.augment`` as an :class:`Augment`, None when absent or doing nothing."""
+    spec = getattr(d, "augment", None)
+    if spec is None:
+        return None
+    aug = Augment(hflip=bool(spec.hflip), crop_padding=int(spec.crop_padding))
+    return aug if aug.active else None
+
+
+def _store_samples(store: SampleStore, what: str, view: Optional[tuple[int, ...]], token_ids: bool) -> SampleStore:
+    """A store's samples checked like :func:`as_samples` checks arrays (nothing is read)."""
+    if store.ndim < 2:
+        store = store.with_view((1,))
+    if view is not None:
+        check_view(view, tuple(store.shape[1:]), what)
+        store = store.with_view(view)
+    store.token_ids = bool(token_ids)
+    return store
+
+
+def _rows(x: Any, rows: np.ndarray) -> Any:
+    return x.subset(rows) if isinstance(x, SampleStore) else x[rows]
+
+
+def _scan(xs: dict[str, Any], standardize: bool, where: str, pool: Any) -> Optional[Moments]:
+    """One streaming pass over every store split that needs it: NaN/inf and token-id checks, and the train
+    split's standardization statistics (``None`` when the train split is in RAM)."""
+    jobs, owners = [], []
+    for name, x in xs.items():
+        if not isinstance(x, SampleStore):
+            continue
+        stats = standardize and name == "train" and not x.token_ids
+        if not (stats or x.checks_finite or x.token_ids):
+            continue
+        for _, part in x.chunks():
+            jobs.append((part, stats))
+            owners.append(name)
+    if not jobs:
+        return None
+    results = pool.imap(scan_chunk, jobs) if pool is not None else (scan_chunk(*job) for job in jobs)
+    moments = Moments() if isinstance(xs["train"], SampleStore) else None
+    bad = frac = neg = 0
+    for name, (b, f, g, m) in zip(owners, results):
+        bad, frac, neg = bad + b, frac + f, neg + g
+        if m is not None and moments is not None and name == "train":
+            moments.merge(*m)
+    if bad:
+        raise DataError(f"{where}x holds {bad} NaN/inf value{'s' if bad != 1 else ''}", path="data.source")
+    if frac:
+        raise DataError(f"{where}x: token ids (model.vocab_size is set) must be whole numbers", path="data.source")
+    if neg:
+        raise DataError(f"{where}x: token ids must be >= 0 ({neg} are negative)", path="data.source")
+    return moments if moments is not None and moments.n else None
 
 
 def _pair(value: Any, name: str) -> Optional[tuple[Any, Any]]:

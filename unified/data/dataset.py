@@ -7,16 +7,23 @@ from ``spec.seed`` through ``numpy.random.default_rng``, never from a framework 
   ``val = perm[n_test:n_test + n_val]``, ``train = rest``; each index set sorted ascending.
 * epoch order (0-based ``epoch``): ``default_rng([seed, 2, epoch]).permutation(n_train)`` when shuffling,
   else ``arange(n_train)``; cut into consecutive ``batch_size`` chunks, the last partial one kept.
+* augmentation (train split, images): ``default_rng([seed, 3, epoch])`` (:mod:`unified.data.augment`).
+
+A split's ``x`` is an in-RAM array of model inputs (adapters index it directly: the fast path), or a
+:class:`~unified.data.stores.SampleStore` (memory map, image files, or a train split that is augmented)
+whose batches :meth:`Dataset.fetch` / :meth:`Dataset.iter_batches` read, augment and standardize, in
+``data.num_workers`` processes when asked.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
+from unified.data.augment import Augment, AugmentParams
 from unified.data.features import apply_standardize, as_samples
 from unified.data.labels import class_index, decode_indices, encode_known
 from unified.errors import DataError
@@ -32,16 +39,24 @@ class Split:
     """One split of the data.
 
     Attributes:
-        x: float32 ``[n, in_features]``, already standardized when the spec asks for it.
+        x: float32 ``[n, *sample_shape]`` model inputs (int64 token ids) in RAM, already standardized when
+            the spec asks for it; or a :class:`~unified.data.stores.SampleStore` of raw samples, read per
+            batch by :meth:`Dataset.fetch` (see :attr:`in_memory`).
         y: classification: int64 ``[n]`` class indices; binary: float32 ``[n]`` of 0./1.;
-            regression: float32 ``[n]`` or ``[n, k]``.
+            regression: float32 ``[n]`` or ``[n, k]``. Always in RAM.
     """
 
-    x: np.ndarray
+    x: Any
     y: np.ndarray
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether ``x`` is an in-RAM array of model inputs that may be indexed directly (the fast path);
+        otherwise batches come from :meth:`Dataset.fetch`."""
+        return isinstance(self.x, np.ndarray) and not isinstance(self.x, np.memmap)
 
 
 @dataclass
@@ -60,7 +75,12 @@ class Dataset:
     shuffle: bool
     seed: int
     view_shape: Optional[tuple[int, ...]] = None  # data.shape: raw rows are viewed as samples of this shape
+    augment: Optional[Augment] = None  # data.augment: applied to the train split when it is fetched
+    num_workers: int = 0  # data.num_workers: processes that fetch upcoming batches ahead
+    image: Optional[dict] = None  # imagefolder: {"size": [H, W], "channels": C}, how an image file is decoded
+    workers: Any = field(default=None, repr=False, compare=False)  # a unified.data.workers.WorkerPool
     _class_index: Optional[dict] = field(default=None, init=False, repr=False, compare=False)
+    _augment_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- shapes --------------------------------------------------------------------------------------
     @property
@@ -130,6 +150,90 @@ class Dataset:
         n = len(part)
         idx = np.arange(n, dtype=np.int64)
         return [idx[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+
+    # -- fetching batches ----------------------------------------------------------------------------
+    def fetch(self, split: str, idx: Any, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The model input and targets of samples ``idx`` of ``split`` in 0-based ``epoch``.
+
+        Reads the samples (a memory map's rows, decoded image files), augments them on the train split
+        (``data.augment``, parameters of ``epoch``: :mod:`unified.data.augment`) and standardizes them;
+        for an in-memory split it is ``(x[idx], y[idx])``. The result depends only on ``(split, idx,
+        epoch)`` and the seed: not on the batch size, the worker count or the process asking.
+
+        Returns:
+            ``(x, y)``: contiguous float32 ``[len(idx), *sample_shape]`` (int64 token ids) and the targets.
+        """
+        from unified.data.fetch import fetch_batch
+
+        part = self._part(split)
+        idx = np.asarray(idx, dtype=np.int64)
+        if part.in_memory:
+            return part.x[idx], part.y[idx]
+        return fetch_batch(*self._job(split, part, idx, epoch)), part.y[idx]
+
+    def iter_batches(self, split: str, batches: Iterable[Any], epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`fetch` of each index array in ``batches``, in order; with ``data.num_workers`` > 0 the
+        worker processes fetch the next batches ahead (the same arrays as fetched here).
+
+        Closing the iterator early (a run stopped mid-epoch) drops the batches fetched ahead.
+        """
+        part = self._part(split)
+        if part.in_memory:
+            for idx in batches:
+                yield part.x[idx], part.y[idx]
+            return
+        batches = [np.asarray(b, dtype=np.int64) for b in batches]
+        pool = self._pool()
+        if pool is None:
+            for idx in batches:
+                yield self.fetch(split, idx, epoch)
+            return
+        from unified.data.fetch import fetch_batch
+
+        jobs = (self._job(split, part, idx, epoch) for idx in batches)
+        results = pool.imap(fetch_batch, jobs)
+        try:
+            for idx, x in zip(batches, results):
+                yield x, part.y[idx]
+        finally:
+            results.close()
+
+    def close(self) -> None:
+        """Stop the worker processes (``data.num_workers``); they start again when needed."""
+        if self.workers is not None:
+            self.workers.close()
+
+    def augment_params(self, epoch: int) -> Optional[AugmentParams]:
+        """Every train sample's augmentation parameters of 0-based ``epoch`` (None without augmentation)."""
+        if self.augment is None or not self.augment.active:
+            return None
+        key = int(epoch)
+        params = self._augment_cache.get(key)
+        if params is None:
+            if len(self._augment_cache) >= 2:
+                self._augment_cache.pop(next(iter(self._augment_cache)))
+            params = self._augment_cache[key] = self.augment.params(self.seed, key, len(self.train))
+        return params
+
+    def _part(self, split: str) -> Split:
+        part = self.split(split)
+        if part is None:
+            raise ValueError(f"the dataset has no {split} split")
+        return part
+
+    def _job(self, split: str, part: Split, idx: np.ndarray, epoch: int) -> tuple:
+        params = self.augment_params(epoch) if split == "train" else None
+        return (part.x.subset(idx), self.augment if params is not None else None,
+                None if params is None else params.take(idx), self.mean, self.std)
+
+    def _pool(self) -> Any:
+        if self.num_workers <= 0:
+            return None
+        if self.workers is None:
+            from unified.data.workers import WorkerPool
+
+            self.workers = WorkerPool(self.num_workers)
+        return self.workers
 
     # -- conversions ---------------------------------------------------------------------------------
     def transform(self, x_raw: Any) -> np.ndarray:

@@ -25,7 +25,7 @@ from unified.errors import DataError
 if TYPE_CHECKING:  # pragma: no cover
     from unified.spec import DataSpec
 
-__all__ = ["RawData", "Reader", "SOURCES", "read_source", "resolve_path"]
+__all__ = ["RawData", "Reader", "SOURCES", "MMAP_SCHEMES", "IMAGE_SCHEMES", "read_source", "resolve_path"]
 
 
 @dataclass
@@ -33,12 +33,15 @@ class RawData:
     """What a reader returns: features and targets as read, with optional given val/test splits.
 
     Attributes:
-        x: features (anything ``numpy.asarray`` makes ``[n, f]`` of).
+        x: features (anything ``numpy.asarray`` makes ``[n, ...]`` of), or a
+            :class:`unified.data.stores.SampleStore` read per batch (memory maps, image files).
         y: labels or values ``[n]`` (``[n, k]`` for multi-output regression).
         feature_names: column names when the source has them.
         val: an ``(x, y)`` pair used as the validation split instead of splitting one off.
         test: an ``(x, y)`` pair used as the test split instead of splitting one off.
         where: the source as named in messages (a file path, ``sklearn:iris`` ...; "" for user arrays).
+        image: ``{"size": [H, W], "channels": C}`` for decoded images (``imagefolder:``): how a served
+            upload is decoded like the training data.
     """
 
     x: Any
@@ -47,26 +50,29 @@ class RawData:
     val: Optional[tuple[Any, Any]] = None
     test: Optional[tuple[Any, Any]] = None
     where: str = ""
+    image: Optional[dict] = None
 
 
 Reader = Callable[["DataSpec", Optional[str]], RawData]
 """``reader(data, base_dir) -> RawData``: ``data`` is ``spec.data``, ``base_dir`` the spec file's folder."""
 
 
-def resolve_path(location: str, base_dir: Optional[str]) -> Path:
-    """The file ``location`` names: absolute, else under the working directory, else under ``base_dir``.
+def resolve_path(location: str, base_dir: Optional[str], *, directory: bool = False) -> Path:
+    """The file (or, with ``directory``, the folder) ``location`` names: absolute, else under the working
+    directory, else under ``base_dir``.
 
     Raises:
-        DataError: no such file, or a directory.
+        DataError: no such file, or a directory where a file is expected (and the reverse).
     """
     p = Path(os.path.expanduser(location))
     candidates = [p] if p.is_absolute() else [Path.cwd() / p] + ([Path(base_dir) / p] if base_dir else [])
     for c in candidates:
         if c.exists():
-            if c.is_dir():
-                raise DataError(f"expected a file, got a directory: {location}", path="data.source")
+            if c.is_dir() != directory:
+                want, got = ("a directory", "a file") if directory else ("a file", "a directory")
+                raise DataError(f"expected {want}, got {got}: {location}", path="data.source")
             return c
-    raise DataError(f"file not found: {location}", path="data.source")
+    raise DataError(f"{'directory' if directory else 'file'} not found: {location}", path="data.source")
 
 
 # -- readers ---------------------------------------------------------------------------------------
@@ -100,11 +106,20 @@ def read_parquet(data: "DataSpec", base_dir: Optional[str] = None) -> RawData:
 
 
 def read_npz(data: "DataSpec", base_dir: Optional[str] = None) -> RawData:
-    """``npz:<path>``: arrays ``data.x_key`` and ``data.y_key`` (and ``feature_names`` when present)."""
+    """``npz:<path>``: arrays ``data.x_key`` and ``data.y_key`` (and ``feature_names`` when present).
+
+    With ``data.mmap``, ``x`` is memory-mapped through its offset in the (uncompressed) zip, never loaded.
+    """
     import numpy as np
 
     path = resolve_path(data.location, base_dir)
     where = str(path)
+    mapped = None
+    if getattr(data, "mmap", False):
+        from unified.data.stores import ArrayStore, open_npz_member
+
+        mm, src = open_npz_member(path, data.x_key, where)
+        mapped = ArrayStore(mm, source=src)
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.files)
@@ -112,13 +127,44 @@ def read_npz(data: "DataSpec", base_dir: Optional[str] = None) -> RawData:
                 if key not in keys:
                     raise DataError(f"{where}: no array {key!r} (data.{field_name}); keys present: "
                                     f"{', '.join(keys) or '(none)'}", path="data.source")
-            x, y = z[data.x_key], z[data.y_key]
+            x, y = (mapped if mapped is not None else z[data.x_key]), z[data.y_key]
             names = z["feature_names"].tolist() if "feature_names" in keys else None
     except DataError:
         raise
     except (OSError, ValueError) as e:
         raise DataError(f"{where}: cannot read as .npz: {one_line(e)}", path="data.source") from None
     return RawData(x=x, y=y, feature_names=names, where=where)
+
+
+def read_npy(data: "DataSpec", base_dir: Optional[str] = None) -> RawData:
+    """``npy:<x.npy>,<y.npy>``: two ``.npy`` files; with ``data.mmap``, ``x`` is memory-mapped."""
+    import numpy as np
+
+    parts = [p.strip() for p in data.location.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise DataError(f"expected 'npy:<x.npy>,<y.npy>' (the features file, a comma, the targets file), got "
+                        f"{data.source!r}", path="data.source")
+    x_path, y_path = (resolve_path(p, base_dir) for p in parts)
+    arrays = []
+    for path, role in ((x_path, "x"), (y_path, "y")):
+        if role == "x" and getattr(data, "mmap", False):
+            from unified.data.stores import ArrayStore, open_npy
+
+            mm, src = open_npy(path)
+            arrays.append(ArrayStore(mm, source=src))
+            continue
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read as .npy: {one_line(e)}", path="data.source") from None
+    return RawData(x=arrays[0], y=arrays[1], feature_names=None, where=str(x_path))
+
+
+def read_imagefolder(data: "DataSpec", base_dir: Optional[str] = None) -> RawData:
+    """``imagefolder:<dir>``: one subfolder per class (see :mod:`unified.data.imagefolder`)."""
+    from unified.data.imagefolder import read_imagefolder as read
+
+    return read(data, base_dir)
 
 
 def read_python(data: "DataSpec", base_dir: Optional[str] = None) -> RawData:
@@ -169,10 +215,17 @@ SOURCES: dict[str, Reader] = {
     "sklearn": read_sklearn,
     "csv": read_csv,
     "npz": read_npz,
+    "npy": read_npy,
     "parquet": read_parquet,
     "python": read_python,
+    "imagefolder": read_imagefolder,
 }
 """``data.source`` scheme -> reader: the one list of schemes (the spec validates against its keys)."""
+
+MMAP_SCHEMES = ("npz", "npy")
+"""Schemes whose features ``data.mmap: true`` memory-maps (uncompressed ``.npy`` / ``.npz``)."""
+IMAGE_SCHEMES = ("imagefolder",)
+"""Schemes that decode image files, shaped by ``data.image``."""
 
 
 def read_source(data: "DataSpec", base_dir: Optional[str] = None) -> RawData:

@@ -36,6 +36,9 @@ class Preprocess:
         feature_names: the input columns, in order.
         classes: the original class labels in class-index order (``None`` for regression).
         model_from: ``spec`` (rebuildable from ``spec.yaml``) or ``fit(model=...)`` (only in-process).
+        image: ``{"size": [H, W], "channels": C}`` for a model trained on ``imagefolder:`` (None otherwise):
+            an image file becomes one raw sample with ``unified.data.images.load_image(src, size=...,
+            channels=...)`` (float32 ``[C, H, W]`` in ``[0, 1]``), then :meth:`apply` standardizes it.
     """
 
     in_features: int
@@ -48,6 +51,7 @@ class Preprocess:
     model_from: str = "spec"
     sample_shape: Optional[list[int]] = None
     input_dtype: str = "float32"
+    image: Optional[dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         if self.sample_shape is None:
@@ -65,7 +69,7 @@ class Preprocess:
                    mean=dataset.mean, std=dataset.std, feature_names=list(dataset.feature_names),
                    classes=dataset.classes, model_from=model_from,
                    sample_shape=list(getattr(dataset, "sample_shape", (dataset.in_features,))),
-                   input_dtype=getattr(dataset, "input_dtype", "float32"))
+                   input_dtype=getattr(dataset, "input_dtype", "float32"), image=_image(getattr(dataset, "image", None)))
 
     @property
     def standardize(self) -> bool:
@@ -100,6 +104,7 @@ class Preprocess:
             "std": None if self.std is None else np.asarray(self.std, dtype=np.float64).tolist(),
             "feature_names": list(self.feature_names), "classes": self.classes, "model_from": self.model_from,
             "sample_shape": list(self.sample_shape or [self.in_features]), "input_dtype": self.input_dtype,
+            "image": _image(self.image),
         }
 
     @classmethod
@@ -113,7 +118,7 @@ class Preprocess:
                        feature_names=[str(n) for n in data.get("feature_names") or []],
                        classes=data.get("classes"), model_from=str(data.get("model_from", "spec")),
                        sample_shape=[int(d) for d in data["sample_shape"]] if data.get("sample_shape") else None,
-                       input_dtype=str(data.get("input_dtype", "float32")))
+                       input_dtype=str(data.get("input_dtype", "float32")), image=_image(data.get("image")))
         except (KeyError, TypeError, ValueError) as e:
             raise SpecError(f"{where}: not a valid preprocessing file ({type(e).__name__}: {e})") from None
 
@@ -135,12 +140,25 @@ class Preprocess:
         return cls.from_dict(data, str(path))
 
 
+def _image(value: Any) -> Optional[dict[str, Any]]:
+    """``{"size": [H, W], "channels": C}`` with plain ints (None stays None)."""
+    if value is None:
+        return None
+    return {"size": [int(v) for v in value["size"]], "channels": int(value["channels"])}
+
+
 def probe_from_dataset(dataset: Any, pre: Preprocess, rows: int = PROBE_ROWS) -> tuple[np.ndarray, str]:
-    """A raw-feature probe batch from the validation split (else test, else train) and its name."""
+    """A raw-feature probe batch from the validation split (else test, else train) and its name.
+
+    A split that is not in RAM gives its rows through ``Dataset.fetch`` (decoded image files, a memory map's
+    rows; the train split as augmented in epoch 0: any rows serve as a probe).
+    """
     for name in ("val", "test", "train"):
         part = getattr(dataset, name, None)
         if part is not None and len(part):
-            return pre.unapply(part.x[:rows]), f"{name} split, first {min(rows, len(part))} rows"
+            n = min(rows, len(part))
+            x = part.x[:n] if getattr(part, "in_memory", True) else dataset.fetch(name, np.arange(n))[0]
+            return pre.unapply(x), f"{name} split, first {n} rows"
     raise SpecError("no data to draw a verification probe from")
 
 

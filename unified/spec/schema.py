@@ -8,7 +8,8 @@ import re
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator,
+                      model_validator)
 
 from unified.archs import ARCHS
 from unified.spec.messages import _choice_msg, _to_spec_error
@@ -47,6 +48,34 @@ class PythonRef(_Model):
         return _check_target(v, "target")
 
 
+class ImageSpec(_Model):
+    """``data.image``: how ``imagefolder:`` files are decoded (Pillow): converted, resized, scaled to [0, 1]."""
+
+    size: Optional[list[int]] = None  # [H, W]; None: the files' own size (they must all have it)
+    channels: int = 3  # 1 grayscale, 3 RGB, 4 RGBA (unified.data.images.MODES)
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and (len(v) != 2 or any(d <= 0 for d in v)):
+            raise ValueError(f"expected [H, W], two positive sizes (e.g. [32, 32]), got {v}")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: int) -> int:
+        if v not in (1, 3, 4):
+            raise ValueError(f"expected 1 (grayscale), 3 (RGB) or 4 (RGBA), got {v}")
+        return v
+
+
+class AugmentSpec(_Model):
+    """``data.augment``: seeded augmentation of the train split's images (docs/spec.md#augmentation)."""
+
+    hflip: bool = False  # mirror left-right with probability 0.5
+    crop_padding: int = Field(0, ge=0)  # zero-pad by this many pixels, then crop back at a random offset
+
+
 class DataSpec(_Model):
     """Where the data comes from and how it is split and batched."""
 
@@ -62,6 +91,10 @@ class DataSpec(_Model):
     batch_size: int = Field(32, gt=0)
     shuffle: bool = True
     shape: Optional[list[int]] = None  # view each flat row as one sample of this shape, e.g. [1, 8, 8]
+    image: Optional[ImageSpec] = None  # imagefolder: decode size and channels
+    augment: Optional[AugmentSpec] = None  # train split, images: hflip, crop_padding
+    num_workers: int = Field(0, ge=0)  # processes fetching (decoding, augmenting) upcoming batches ahead
+    mmap: bool = False  # npz:/npy:: memory-map the (uncompressed) features instead of loading them
 
     @field_validator("shape")
     @classmethod
@@ -95,6 +128,27 @@ class DataSpec(_Model):
                 f"val_fraction + test_fraction must be < 1, got {self.val_fraction} + {self.test_fraction}"
             )
         return self
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: Optional[ImageSpec], info: ValidationInfo) -> Optional[ImageSpec]:
+        from unified.data.sources import IMAGE_SCHEMES
+
+        scheme = (info.data.get("source") or "").partition(":")[0]
+        if v is not None and scheme and scheme not in IMAGE_SCHEMES:
+            raise ValueError(f"applies to {', '.join(s + ':' for s in IMAGE_SCHEMES)} sources, not {scheme}: "
+                             f"(view rows as images with data.shape)")
+        return v
+
+    @field_validator("mmap")
+    @classmethod
+    def _mmap(cls, v: bool, info: ValidationInfo) -> bool:
+        from unified.data.sources import MMAP_SCHEMES
+
+        scheme = (info.data.get("source") or "").partition(":")[0]
+        if v and scheme and scheme not in MMAP_SCHEMES:
+            raise ValueError(f"memory-maps {', '.join(s + ':' for s in MMAP_SCHEMES)} sources, not {scheme}:")
+        return v
 
     @property
     def scheme(self) -> str:
