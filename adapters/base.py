@@ -65,6 +65,7 @@ from typing import Any, Callable, ClassVar, Optional
 import numpy as np
 
 from unified.context import RunContext
+from unified.devices import GpuProbe, Placement, no_gpu_probe, select_for
 from unified.errors import NotSupportedError
 
 # feature name -> (does the spec ask for it?, how to say it). A backend lists what it supports in
@@ -243,8 +244,26 @@ class BackendAdapter(ABC):
         return [desc for feat, (asks, desc) in FEATURE_CHECKS.items() if asks(spec) and feat not in have]
 
     @classmethod
+    def gpu_probe(cls, spec: Any) -> GpuProbe:
+        """How many GPUs this backend's framework sees for ``spec`` (override; the default: none)."""
+        return no_gpu_probe(cls.label(spec), f"backend {cls.name!r} trains on the CPU only")
+
+    @classmethod
+    def gpu_capable(cls) -> bool:
+        """Whether this backend can train on a GPU at all (it has a probe of its own)."""
+        return cls.gpu_probe.__func__ is not BackendAdapter.gpu_probe.__func__  # type: ignore[attr-defined]
+
+    @classmethod
+    def select_placement(cls, spec: Any) -> Placement:
+        """The accelerator and device count ``spec`` trains on here (``unified.devices.select``; SpecError
+        for a GPU that is not there, more devices than GPUs, or ``16-mixed`` on the CPU)."""
+        return select_for(spec, lambda: cls.gpu_probe(spec))
+
+    @classmethod
     def check_spec(cls, spec: Any) -> None:
-        """Raise NotSupportedError, before anything runs, naming what the backend cannot do."""
+        """Raise, before anything runs: NotSupportedError naming what the backend cannot do at all, then
+        SpecError when this machine cannot give what the spec asks (``select_placement``: a GPU that is not
+        there, more devices than GPUs, ``16-mixed`` on the CPU)."""
         missing = cls.unsupported(spec)
         for feat, (asks, desc) in FEATURE_CHECKS.items():
             if asks(spec) and feat not in cls.features and feat in cls.feature_notes:
@@ -254,6 +273,7 @@ class BackendAdapter(ABC):
                 f"backend {cls.name!r} does not support {'; '.join(missing)} yet "
                 f"(see `unified backends` for what each backend supports)"
             )
+        cls.select_placement(spec)
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx

@@ -22,11 +22,9 @@ import torch
 class IgniteAdapter(tc.TorchAdapter):
     name = "ignite"
     packages = ("torch", "pytorch-ignite")
+    # precision:16-mixed: float16 autocast + torch.amp.GradScaler, on a GPU only (unified.devices refuses the CPU)
     features = tc.TorchAdapter.features | {"scheduler", "accumulation", "gradient_clipping", "precision:bf16-mixed",
-                                           "distributed"}
-    feature_notes = {"precision:16-mixed": "float16 autocast on CPU needs a GradScaler, whose overflow check is a "
-                                           "host sync every step, and Lightning refuses it on CPU; use "
-                                           "trainer.precision: bf16-mixed"}
+                                           "precision:16-mixed", "distributed"}
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
@@ -36,14 +34,13 @@ class IgniteAdapter(tc.TorchAdapter):
         self._resume: dict[str, Any] | None = None  # the checkpoint's run state + engine state, for fit()
 
     def _train_step(self) -> Any:
-        model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
-        if self.world.distributed:  # gradients averaged across ranks in backward (gloo on CPU)
-            model = torch.nn.parallel.DistributedDataParallel(model)
-        user_step = self.user_step_loss()
+        optimizer, loss_fn, module = self.optimizer, self.loss_fn, self.model
+        model, user_step = self.train_forward()  # through DDP with several processes
 
         tr = self.ctx.spec.trainer
         accumulate, clip_norm, precision = tr.accumulate_grad_batches, tr.gradient_clip_norm, tr.precision
         loop, stepper = self.loop, self.stepper
+        move, scaler, device_type = self.move, self.scaler, self.device.type
 
         def step(engine: Engine, batch: Any) -> torch.Tensor | None:
             # Like create_supervised_trainer, but returns the detached loss tensor instead of
@@ -51,25 +48,25 @@ class IgniteAdapter(tc.TorchAdapter):
             # Accumulation windows as the loop contract says (adapters/base.py); the output is the
             # window's mean loss on a stepping batch, else None.
             model.train()
+            if move is not None:  # a GPU: the batch's one copy (non_blocking)
+                batch = move(batch)
             it, length = engine.state.iteration, engine.state.epoch_length  # it already counts this batch
             pos = (it - 1) % length if length else it - 1
             first, last = loop.opens(pos), loop.closes(pos)
             if first:
                 optimizer.zero_grad()
-            with tc.autocast(precision):
+            with tc.autocast(precision, device_type):
                 if user_step is not None:  # a user's LightningModule.training_step
                     loss = user_step(batch, (engine.state.iteration - 1) % (engine.state.epoch_length or 2**62))
                 else:
                     x, y = tc.unpack(batch)
                     loss = loss_fn(model(x), y)
-            (loss / accumulate if accumulate > 1 else loss).backward()
+            tc.backward(loss / accumulate if accumulate > 1 else loss, scaler)
             self.add_micro_loss(loss.detach())
             if not last:
                 return None
-            if clip_norm is not None:
-                tc.clip_grad_norm(model.parameters(), clip_norm)
             self.step_lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            tc.optimizer_step(optimizer, module, clip_norm, scaler)
             stepper.after_optimizer_step()
             return self.take_step_loss()
 
@@ -78,7 +75,7 @@ class IgniteAdapter(tc.TorchAdapter):
     def fit(self) -> None:
         ctx, events, spec = self.ctx, self.ctx.events, self.ctx.spec
         events.bind(self, self.current_lr)
-        self.world = tc.join_world(events)  # several processes: Ignite's native distributed (gloo)
+        self.world = tc.join_world(events, self.placement)  # several processes: gloo on CPU, NCCL on GPUs
         loader = tc.train_loader(ctx)
         val_loader = tc.eval_loader(ctx, "val")
         trainer = Engine(self._train_step())
@@ -87,10 +84,12 @@ class IgniteAdapter(tc.TorchAdapter):
         acc = ctx.accumulator("val")
         model, loss_sum = self.model, self.loss_sum
 
+        move, device_type = self.move, self.device.type
+
         def eval_step(engine: Engine, batch: Any) -> None:
             model.eval()
-            with tc.autocast(self.precision):
-                tc.eval_batch(model, loss_sum, batch, acc)
+            with tc.autocast(self.precision, device_type):
+                tc.eval_batch(model, loss_sum, batch, acc, move)
 
         evaluator = Engine(eval_step)
         sampler = getattr(loader, "sampler", None)
@@ -158,6 +157,8 @@ class IgniteAdapter(tc.TorchAdapter):
             obj["optimizer"] = self.optimizer.state_dict()
         if getattr(self, "scheduler", None) is not None:
             obj["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            obj["scaler"] = self.scaler.state_dict()
         if self.engine is not None:
             obj["trainer"] = self.engine.state_dict()
         obj["unified"] = tc.pack_run_state(self.ctx.events.resume_state())

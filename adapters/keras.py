@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from unified.adapters import keras_devices
 from unified.adapters.base import BackendAdapter, LoopPlan, SchedulerStepper
 from unified.adapters.keras_outputs import output_activation, to_logits
 from unified.adapters.keras_replicas import Replicas, prepare_devices, why_not
@@ -125,6 +126,11 @@ class KerasAdapter(BackendAdapter):
                 raise NotSupportedError(f"backend 'keras' on {kb} does not support trainer.devices > 1: {reason}")
 
     @classmethod
+    def gpu_probe(cls, spec: Any) -> Any:
+        """The GPUs of the tensor backend (adapters/keras_devices.py)."""
+        return keras_devices.probe(resolve_keras_backend(spec.keras_backend))
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         out = {}
         for pkg in ("keras", "tensorflow", "tensorflow-cpu", "torch", "jax"):
@@ -142,6 +148,7 @@ class KerasAdapter(BackendAdapter):
             kb = resolve_keras_backend(spec.keras_backend)
             if why_not(kb) is None:
                 prepare_devices(kb, spec)
+        keras_devices.place(resolve_keras_backend(spec.keras_backend), self.select_placement(spec))  # GPUs hidden on cpu
         self.keras = keras = import_keras(spec.keras_backend)
         self.kb = keras.backend.backend()
         # devices > 1: the model, optimizer and metrics are built in the replicas' scope, and fit runs in it

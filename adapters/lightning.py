@@ -85,7 +85,7 @@ class _Bridge(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = trainer.global_step
-        tc.join_world(self.events)  # several processes: the DDP strategy has set up the group already
+        tc.join_world(self.events, self.adapter.placement)  # several processes: DDP has set up the group already
         self.events.fit_start()
         resumed = self.adapter.resumed_mid_epoch
         if resumed is not None:
@@ -137,8 +137,9 @@ class _Bridge(pl.Callback):
         self.events.exception(exception)
 
 
-def _strategy(spec: Any) -> Any:
-    """DDP with the job's collective timeout (``unified.distributed.timeout_s``) for several processes."""
+def _strategy(spec: Any, placement: Any) -> Any:
+    """DDP with the job's collective timeout (``unified.distributed.timeout_s``) for several processes, over
+    the placement's collective library (NCCL between GPUs, gloo on the CPU)."""
     if spec.trainer.devices * spec.trainer.num_nodes <= 1:
         return "auto"
     from datetime import timedelta
@@ -147,19 +148,24 @@ def _strategy(spec: Any) -> Any:
 
     from unified.distributed import timeout_s
 
-    return DDPStrategy(timeout=timedelta(seconds=timeout_s()))
+    return DDPStrategy(timeout=timedelta(seconds=timeout_s()), process_group_backend=placement.dist_backend)
+
+
+# trainer.precision -> Lightning's precision plugin (16-mixed: float16 autocast + GradScaler, on a GPU only)
+_PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
 
 
 class LightningAdapter(tc.TorchAdapter):
     name = "lightning"
     packages = ("torch", "pytorch-lightning")
+    # precision:16-mixed: Lightning's own float16 AMP, on a GPU only (unified.devices refuses the CPU, where
+    # Lightning would silently run bf16-mixed)
     features = tc.TorchAdapter.features | {"scheduler", "accumulation", "gradient_clipping", "precision:bf16-mixed",
-                                           "distributed"}
-    feature_notes = {"precision:16-mixed": "Lightning has no float16 AMP on CPU (it would silently run bf16-mixed); "
-                                           "use trainer.precision: bf16-mixed"}
+                                           "precision:16-mixed", "distributed"}
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
+        self.scaler = None  # 16-mixed: Lightning's precision plugin scales the loss itself
         self.module = _Module(self)
         self.trainer: pl.Trainer | None = None
         self._ckpt_path: str | None = None  # resume: Lightning's own trainer.fit(ckpt_path=...)
@@ -174,12 +180,12 @@ class LightningAdapter(tc.TorchAdapter):
         val_loader = tc.eval_loader(ctx, "val")
         max_steps = spec.trainer.max_steps
         self.trainer = pl.Trainer(
-            accelerator="cpu",
+            accelerator=self.placement.accelerator,  # unified.devices: cpu, or gpu (a GPU per process)
             # several processes: Lightning's DDP strategy; the processes come from unified.distributed or
             # torchrun, so Lightning launches none itself (its environment sees LOCAL_RANK/WORLD_SIZE set)
             devices=spec.trainer.devices,
             num_nodes=spec.trainer.num_nodes,
-            strategy=_strategy(spec),
+            strategy=_strategy(spec, self.placement),
             max_epochs=-1 if max_steps is not None else spec.trainer.max_epochs,
             max_steps=max_steps if max_steps is not None else -1,
             logger=False,  # the facade owns logging
@@ -194,7 +200,7 @@ class LightningAdapter(tc.TorchAdapter):
             # torch.nn.utils.clip_grad_norm_ on the accumulated gradient, just before the optimizer step
             gradient_clip_val=spec.trainer.gradient_clip_norm,
             gradient_clip_algorithm="norm" if spec.trainer.gradient_clip_norm is not None else None,
-            precision="bf16-mixed" if spec.trainer.precision == "bf16-mixed" else "32-true",
+            precision=_PRECISION[spec.trainer.precision],
             callbacks=[_Bridge(self)],
             default_root_dir=str(ctx.run_dir),
         )

@@ -13,6 +13,8 @@ import sys
 import warnings
 from typing import Any, Optional
 
+import torch
+
 from unified.errors import NotSupportedError
 
 _LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning.pytorch")
@@ -88,6 +90,27 @@ class LightningSteps:
                 f"(got {type(out).__name__}); learning-rate schedulers and several optimizers are not supported "
                 f"by the facade yet: use the spec's scheduler, or train it with pytorch_lightning.Trainer")
         return out
+
+
+class TrainingStepForward(torch.nn.Module):
+    """A module whose ``forward(batch, batch_idx)`` is the user's ``training_step`` (its loss tensor).
+
+    For several processes: wrapped in ``DistributedDataParallel`` and called through it, the step runs inside
+    ``DDP.forward``, which is where DDP arms its all-reduce of the gradients (Lightning's
+    ``_LightningModuleWrapperBase`` redirects ``training_step`` through ``DDP.forward`` the same way). The
+    user's module is its only child, so the parameters DDP averages are exactly the user's.
+
+    Args:
+        steps: the :class:`LightningSteps` of the user's module.
+    """
+
+    def __init__(self, steps: LightningSteps) -> None:
+        super().__init__()
+        self.module = steps.module
+        self._steps = steps
+
+    def forward(self, batch: Any, batch_idx: int) -> Any:
+        return self._steps.training_loss(batch, batch_idx)
 
 
 def user_steps(model: Any) -> Optional[LightningSteps]:

@@ -21,10 +21,9 @@ CHECKPOINT_KEYS = ("model", "optimizer", "loop", "unified")  # + "scheduler" whe
 class TorchLoopAdapter(tc.TorchAdapter):
     name = "torch"
     packages = ("torch",)
+    # precision:16-mixed: float16 autocast + torch.amp.GradScaler, on a GPU only (unified.devices refuses the CPU)
     features = tc.TorchAdapter.features | {"scheduler", "accumulation", "gradient_clipping", "precision:bf16-mixed",
-                                           "distributed"}
-    feature_notes = {"precision:16-mixed": "float16 autocast on CPU needs a GradScaler, whose overflow check is a "
-                                           "host sync every step; use trainer.precision: bf16-mixed"}
+                                           "precision:16-mixed", "distributed"}
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
@@ -37,7 +36,7 @@ class TorchLoopAdapter(tc.TorchAdapter):
     def fit(self) -> None:
         ctx, events = self.ctx, self.ctx.events
         events.bind(self, self.current_lr)
-        self.world = tc.join_world(events)
+        self.world = tc.join_world(events, self.placement)
         loader = tc.train_loader(ctx)
         sampler = getattr(loader, "sampler", None)
         canonical = isinstance(sampler, tc.CanonicalBatchSampler)
@@ -78,47 +77,40 @@ class TorchLoopAdapter(tc.TorchAdapter):
     def _train_epoch(self, loader: Any, first: int) -> bool:
         """One epoch from its micro-batch ``first``; returns whether it ran to its end (not cut short)."""
         events, loop, stepper, optimizer = self.ctx.events, self.loop, self.stepper, self.optimizer
-        model = self._ddp_model()
-        loss_fn, user_step = self.loss_fn.forward, self.user_step_loss()  # forward: no module-call hooks per step
+        model, user_step = self.train_forward()  # through DDP with several processes
+        loss_fn = self.loss_fn.forward  # forward: no module-call hooks per step
         n, clip_norm, precision = loop.accumulate, self.ctx.spec.trainer.gradient_clip_norm, self.precision
+        move, scaler, device_type, module = self.move, self.scaler, self.device.type, self.model
         model.train()
         pos = first - 1
         for pos, batch in enumerate(loader, start=first):
+            if move is not None:  # a GPU: the batch's one copy (non_blocking)
+                batch = move(batch)
             if loop.opens(pos):
                 optimizer.zero_grad()
-            with tc.autocast(precision):
+            with tc.autocast(precision, device_type):
                 if user_step is not None:  # a user's LightningModule.training_step
                     loss = user_step(batch, pos)
                 else:
                     x, y = tc.unpack(batch)
                     loss = loss_fn(model(x), y)
             if n == 1:
-                loss.backward()
+                tc.backward(loss, scaler)
                 step_loss = loss.detach()
             else:
-                (loss / n).backward()
+                tc.backward(loss / n, scaler)
                 self.add_micro_loss(loss.detach())
                 if not loop.closes(pos):
                     continue
                 step_loss = self.take_step_loss()
-            if clip_norm is not None:
-                tc.clip_grad_norm(model.parameters(), clip_norm)
             self.step_lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            tc.optimizer_step(optimizer, module, clip_norm, scaler)
             stepper.after_optimizer_step()
             self.global_step += 1
             if events.train_batch_end(step_loss, self.global_step, pos):
                 break
         length = loop.batches_per_epoch
         return length is None or pos + 1 >= length
-
-    def _ddp_model(self) -> Any:
-        if not self.world.distributed:
-            return self.model
-        ddp = getattr(self, "_ddp", None)
-        if ddp is None:  # gradients averaged across ranks in backward (gloo on CPU)
-            ddp = self._ddp = torch.nn.parallel.DistributedDataParallel(self.model)
-        return ddp
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def save_checkpoint(self, path: str) -> None:
@@ -128,6 +120,8 @@ class TorchLoopAdapter(tc.TorchAdapter):
                                "loop": {"global_step": self.global_step}}
         if self.scheduler is not None:
             obj["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            obj["scaler"] = self.scaler.state_dict()
         obj["unified"] = tc.pack_run_state(self.ctx.events.resume_state())
         torch.save(obj, path)
 

@@ -14,9 +14,10 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from unified.adapters.base import BackendAdapter, LoopPlan, SchedulerStepper
-from unified.adapters.lightning_module import user_steps
+from unified.adapters.lightning_module import TrainingStepForward, user_steps
 from unified.context import RunContext
 from unified.data import Dataset, Split
+from unified.devices import CPU, GpuProbe, Placement
 from unified.errors import SpecError
 from unified.models import ModelPlan, call_factory, import_target
 
@@ -208,10 +209,13 @@ def make_scheduler(plan: Any, optimizer: torch.optim.Optimizer) -> Any:
     return ls.SequentialLR(optimizer, [warmup, main], milestones=[p.warmup_steps])
 
 
-def autocast(precision: str) -> Any:
-    """The forward-pass context for ``trainer.precision``: bf16 autocast on CPU, else a no-op."""
+def autocast(precision: str, device_type: str = "cpu") -> Any:
+    """The forward-pass context for ``trainer.precision`` on ``device_type`` (``cpu``/``cuda``): bf16 autocast,
+    float16 autocast for ``16-mixed`` (a GPU only: ``unified.devices.select`` refuses it on the CPU), else a no-op."""
     if precision == "bf16-mixed":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        return torch.autocast(device_type, dtype=torch.float16)
     return _NO_AUTOCAST
 
 
@@ -223,7 +227,64 @@ def clip_grad_norm(parameters: Any, max_norm: float) -> None:
     torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
 
-def join_world(events: Any) -> Any:
+# -- placement: the device of a run (unified.devices decides; these act on it) -------------------------------
+def torch_device(placement: Placement, local_rank: int = 0) -> torch.device:
+    """The device this process trains on: ``cuda:<local_rank>`` on ``gpu`` (one GPU per rank), else the CPU."""
+    return torch.device("cuda", local_rank) if placement.on_gpu else torch.device("cpu")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` (a tensor, or tuples/lists/dicts of them) on ``device``; asynchronous copies on CUDA."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        moved = [to_device(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def batch_mover(device: torch.device) -> Optional[Callable[[Any], Any]]:
+    """What a loop applies to each batch, once: a copy to ``device``; ``None`` on the CPU (the loaders' tensors
+    are there already, so the per-step path does nothing)."""
+    if device.type == "cpu":
+        return None
+    return lambda batch: to_device(batch, device)
+
+
+def grad_scaler(precision: str, device_type: str) -> Optional[Any]:
+    """``torch.amp.GradScaler`` for ``16-mixed`` (float16 gradients need loss scaling), else ``None``."""
+    return torch.amp.GradScaler(device_type) if precision == "16-mixed" else None
+
+
+def backward(loss: torch.Tensor, scaler: Optional[Any]) -> None:
+    """``loss.backward()``, through the loss scaler when there is one."""
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
+def optimizer_step(optimizer: Any, model: nn.Module, clip_norm: Optional[float], scaler: Optional[Any]) -> None:
+    """Clip ``model``'s (unscaled) gradient and step the optimizer; with a loss scaler, ``scaler.step`` skips a
+    step whose gradients overflowed and ``update`` adapts the scale (torch's AMP recipe)."""
+    if scaler is None:
+        if clip_norm is not None:
+            clip_grad_norm(model.parameters(), clip_norm)
+        optimizer.step()
+        return
+    if clip_norm is not None:
+        scaler.unscale_(optimizer)
+        clip_grad_norm(model.parameters(), clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel(module)``: gradients averaged across ranks in backward (NCCL on CUDA, gloo on CPU)."""
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, output_device=device.index if ids else None)
+
+
+def join_world(events: Any, placement: Placement = CPU) -> Any:
     """Join the job's process group when this process is one of several (``unified.distributed``).
 
     Returns the World. Makes ``events`` reduce what it logs across ranks (the mean train loss) and agree
@@ -231,6 +292,8 @@ def join_world(events: Any) -> Any:
     decision taken from them, are the same on all ranks without a reduction. The group's collectives time
     out (``unified.distributed.timeout_s``), and SIGINT/SIGTERM stop every rank at the same batch boundary
     (:class:`_SignalAgreement`), so a checkpoint written on the way out meets no half-finished collective.
+    The group talks over ``placement.dist_backend`` (NCCL between GPUs, one per rank; gloo on the CPU), and its
+    small control tensors live where that backend wants them.
     """
     from unified.distributed import arm_watchdog, timeout_s, world_from_env
 
@@ -242,22 +305,26 @@ def join_world(events: Any) -> Any:
     import torch.distributed as dist
 
     arm_watchdog()  # a signal ends this rank even while a collective blocks the main thread
+    device = torch_device(placement, world.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL: this rank's GPU
     if not dist.is_initialized():  # Lightning's DDP strategy initialises it itself (with the same timeout)
-        dist.init_process_group("gloo", rank=world.rank, world_size=world.world_size,
+        dist.init_process_group(placement.dist_backend, rank=world.rank, world_size=world.world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s()))
 
     def mean(value: Any) -> Any:
         t = value.detach().float().clone() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        t = t.to(device)
         dist.all_reduce(t)
         return t / world.world_size
 
     def any_rank(flag: bool) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
     events.reduce_mean, events.reduce_any = mean, any_rank
-    _SignalAgreement(events)
+    _SignalAgreement(events, device)
     return world
 
 
@@ -271,10 +338,10 @@ class _SignalAgreement:
     ``events.request_interrupt``, and the loop contract does the rest (checkpoint, ``Interrupted``).
     """
 
-    def __init__(self, events: Any) -> None:
+    def __init__(self, events: Any, device: Any = None) -> None:
         import torch.distributed as dist
 
-        self.dist, self.events = dist, events
+        self.dist, self.events, self.device = dist, events, device
         self.signum = 0
         self.work: Any = None
         self.buf: Any = None
@@ -300,14 +367,14 @@ class _SignalAgreement:
         if agreed:
             self.events.request_interrupt(agreed)
         else:
-            self.buf = torch.tensor([float(self.signum)])
+            self.buf = torch.tensor([float(self.signum)], device=self.device)
             self.work = self.dist.all_reduce(self.buf, op=self.dist.ReduceOp.MAX, async_op=True)
         return self._batch_end(loss, global_step, batch_idx)
 
     def epoch_end(self, val_metrics: Any) -> bool:
         agreed = self._previous()
         if not agreed:
-            t = torch.tensor([float(self.signum)])
+            t = torch.tensor([float(self.signum)], device=self.device)
             self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
             agreed = int(t.item())
         if agreed:
@@ -466,22 +533,26 @@ def unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     raise SpecError(f"a training batch must be (x, y) or a dict with 'x' and 'y', got {type(batch).__name__}")
 
 
-def eval_batch(model: nn.Module, loss_sum: nn.Module, batch: Any, acc: Any) -> None:
-    """Forward one evaluation batch and feed the shared numpy metrics (eval mode, no grad)."""
-    x, y = unpack(batch)
+def eval_batch(model: nn.Module, loss_sum: nn.Module, batch: Any, acc: Any,
+               move: Optional[Callable[[Any], Any]] = None) -> None:
+    """Forward one evaluation batch (moved by ``move``, see :func:`batch_mover`) and feed the shared numpy
+    metrics (eval mode, no grad)."""
+    x, y = unpack(batch if move is None else move(batch))
     with torch.no_grad():
         out = model(x)
         total = loss_sum(out, y)
     acc.update(out.detach().float().cpu().numpy(), y.detach().cpu().numpy(), float(total), int(y.shape[0]))
 
 
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024, device: Optional[torch.device] = None) -> np.ndarray:
     was_training = model.training
     model.eval()
     outs = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             chunk = torch.from_numpy(_model_input(x[start:start + batch_size]))
+            if device is not None:
+                chunk = chunk.to(device)
             outs.append(model(chunk).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(outs) if outs else np.zeros((0,), dtype=np.float32)
@@ -534,9 +605,24 @@ class TorchAdapter(BackendAdapter):
     exporter = "unified.adapters.export_torch"
     export_formats = frozenset({"onnx", "torchscript"})
 
+    @classmethod
+    def gpu_probe(cls, spec: Any) -> GpuProbe:
+        """The CUDA GPUs torch sees (``torch.cuda.device_count()``)."""
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return GpuProbe(n, "torch", "torch.cuda.device_count()", "torch.cuda.is_available() is False")
+
     def __init__(self, ctx: RunContext) -> None:
+        from unified.distributed import world_from_env
+
         super().__init__(ctx)
-        self.model = build_model(ctx)
+        # Where it trains (unified.devices): the model once, here, before any optimizer sees its parameters;
+        # each batch once per step (self.move, None on the CPU); the loss scaler of 16-mixed (on a GPU).
+        self.placement = self.select_placement(ctx.spec)
+        self.device = torch_device(self.placement, world_from_env().local_rank)
+        self.move = batch_mover(self.device)
+        self.scaler = grad_scaler(ctx.spec.trainer.precision, self.device.type)
+        self.model = build_model(ctx).to(self.device)
+        self._train_forward: Optional[tuple[Any, Any]] = None
         self.loss_fn, self.loss_sum = make_losses(ctx.spec.resolved_loss())
         self.optimizer: Optional[torch.optim.Optimizer] = None
         # A user's LightningModule brings its own training_step / configure_optimizers (adapters/lightning_module.py).
@@ -585,6 +671,26 @@ class TorchAdapter(BackendAdapter):
         """``(batch, batch_idx) -> loss`` of a user's LightningModule ``training_step`` (None: the spec's loss)."""
         return self.steps.training_loss if self.steps is not None and self.steps.has_training_step else None
 
+    def train_forward(self) -> tuple[Any, Optional[Callable[[Any, int], torch.Tensor]]]:
+        """``(model, user_step)`` a torch loop trains through: the model the spec's loss is computed on, and a
+        user's ``training_step`` (or ``None``); built once per run.
+
+        Several processes (``self.world``, set by :func:`join_world`): whatever runs the forward pass is wrapped
+        in ``DistributedDataParallel`` and called through it, because DDP arms its gradient all-reduce in its
+        own ``forward``: the model, or, for a user's ``training_step``, a module whose ``forward`` is that step
+        (as Lightning's ``_LightningModuleWrapperBase``). Called on the bare module, the ranks' gradients would
+        never be averaged and their weights would drift apart.
+        """
+        if self._train_forward is None:
+            model, user_step = self.model, self.user_step_loss()
+            if getattr(self, "world", None) is not None and self.world.distributed:
+                if user_step is None:
+                    model = ddp(model, self.device)
+                else:
+                    user_step = ddp(TrainingStepForward(self.steps), self.device)
+            self._train_forward = (model, user_step)
+        return self._train_forward
+
     def current_lr(self) -> float:
         """The lr of the last optimizer step (before the scheduler moved it), else the optimizer's."""
         if self.step_lr is not None:
@@ -602,6 +708,8 @@ class TorchAdapter(BackendAdapter):
                             f"{str(e).strip().splitlines()[0]}") from None
         if self.scheduler is not None and "scheduler" in payload:
             self.scheduler.load_state_dict(payload["scheduler"])
+        if self.scaler is not None and "scaler" in payload:
+            self.scaler.load_state_dict(payload["scaler"])
         if "torch_rng" in payload["unified"]:
             torch.set_rng_state(payload["unified"]["torch_rng"])
 
@@ -612,15 +720,15 @@ class TorchAdapter(BackendAdapter):
         acc = self.ctx.accumulator(split)
         was_training = self.model.training
         self.model.eval()
-        with autocast(self.precision):
+        with autocast(self.precision, self.device.type):
             for batch in loader:
-                eval_batch(self.model, self.loss_sum, batch, acc)
+                eval_batch(self.model, self.loss_sum, batch, acc, self.move)
         self.model.train(was_training)
         return acc.compute()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        with autocast(self.precision):
-            return predict(self.model, x)
+        with autocast(self.precision, self.device.type):
+            return predict(self.model, x, device=self.device)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return get_weights(self.model)

@@ -269,6 +269,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_backends(args: argparse.Namespace) -> int:
     from unified.adapters.base import FEATURE_CHECKS
+    from unified.devices import describe as describe_devices, devices_line
     from unified.registry import available_backends, load_adapter
 
     rows = []
@@ -281,6 +282,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
                 have = cls.features | {f"export:{f}" for f in getattr(cls, "export_formats", ())}
                 row["features"] = sorted(have)
                 row["not_yet"] = sorted(f for f in FEATURE_CHECKS if f not in have)
+                row.update(describe_devices(cls, entry))  # accelerators, and the devices its framework sees
             except ImportError as e:
                 row["installed"], row["error"] = False, str(e)
         rows.append(row)
@@ -292,6 +294,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
             versions = ", ".join(f"{k} {v}" for k, v in row["versions"].items())
             print(f"{row['name']:<10} installed  {versions}")
             print(f"{'':<10} features:  {', '.join(row['features'])}")
+            print(f"{'':<10} devices:   {devices_line(row)} (trainer.accelerator: {', '.join(row['accelerators'])})")
             if row["not_yet"]:
                 print(f"{'':<10} not yet:   {', '.join(row['not_yet'])}")
         else:

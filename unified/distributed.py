@@ -101,15 +101,18 @@ def grace_s() -> float:
     return _seconds(GRACE_ENV, DEFAULT_GRACE_S)
 
 
-def start_method() -> str:
+def start_method(on_gpu: bool = False) -> str:
     """How :func:`launch` starts the ranks (``UNIFIED_DDP_START_METHOD``).
 
-    ``fork`` (the default on Linux): a rank is a copy of the launching process, with torch and the backend
-    already imported (half the start-up time of ``spawn`` here) and ``fit(model=, data=)`` shared as they
-    are; PyTorch re-initialises its CPU thread pool in a forked child. ``spawn`` (elsewhere): a fresh
-    interpreter, so the arguments are pickled and a script needs the ``if __name__ == "__main__":`` guard.
+    ``fork`` (the default on Linux for CPU runs): a rank is a copy of the launching process, with torch and
+    the backend already imported (half the start-up time of ``spawn`` here) and ``fit(model=, data=)`` shared
+    as they are; PyTorch re-initialises its CPU thread pool in a forked child. ``spawn`` (elsewhere, and for
+    GPU runs, ``on_gpu``: CUDA cannot be used in a forked child once the parent has touched it, and the
+    launcher counted the GPUs): a fresh interpreter, so the arguments are pickled and a script needs the
+    ``if __name__ == "__main__":`` guard.
     """
-    method = os.environ.get(START_ENV, "").strip() or ("fork" if sys.platform.startswith("linux") else "spawn")
+    default = "fork" if sys.platform.startswith("linux") and not on_gpu else "spawn"
+    method = os.environ.get(START_ENV, "").strip() or default
     if method not in ("fork", "spawn"):
         from unified.errors import SpecError
 
@@ -387,10 +390,12 @@ def launch(trainer: Any, model: Any = None, data: Any = None, resume: Any = None
     from unified import trainer as facade
     from unified.errors import Interrupted, NotSupportedError, SpecError, TrainingError
 
+    from unified.registry import load_adapter
+
     spec = trainer.spec
     n = int(spec.trainer.devices)
     timeout, grace = timeout_s(), grace_s()
-    method = start_method()
+    method = start_method(load_adapter(trainer.backend).select_placement(spec).on_gpu)
     if method == "spawn":
         _checked_pickle({"fit(model=...)": model, "fit(data=...)": data, "callbacks=[...]": trainer.extra_callbacks})
     if trainer.run_dir is not None:

@@ -624,6 +624,7 @@ class UnifiedTrainer:
                            else getattr(self, "world", None).world_size if getattr(self, "world", None) else 1),
             "seed": self.spec.seed,
             "precision": self.spec.trainer.precision,
+            **adapter_cls.select_placement(self.spec).summary(),  # "accelerator": cpu | gpu, "devices" (unified.devices)
             "run_dir": str(self.run_dir),
             "versions": {"python": platform.python_version(), "unified-trainer": __version__,
                          "numpy": numpy.__version__, **adapter_cls.versions()},

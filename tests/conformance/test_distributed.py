@@ -333,3 +333,87 @@ def test_num_nodes_without_torchrun_is_refused(make_spec, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert proc.returncode == 2
     assert "trainer.num_nodes" in proc.stderr and "torchrun" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class _SaveWeights:
+    """A facade callback that writes this rank's final weights of ``model`` to ``<out>/rank<RANK>.npz`` (the
+    ranks are forked, so each holds its own copy of the very module it trained)."""
+
+    def __new__(cls, model: Any, out: Path) -> Any:
+        from unified.callbacks import Callback
+
+        class SaveWeights(Callback):
+            def on_fit_end(self, state: Any) -> None:
+                import numpy as np
+
+                weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+                np.savez(out / f"rank{os.environ.get('RANK', 'single')}.npz", **weights)
+
+        return SaveWeights()
+
+
+def _lightning_module(seed: int) -> Any:
+    import pytorch_lightning as pl
+    import torch
+    import torch.nn.functional as F
+
+    class Lit(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+        def forward(self, x: Any) -> Any:
+            return self.net(x)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y = batch
+            return {"loss": F.cross_entropy(self(x), y)}
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.5, momentum=0.9)
+
+    torch.manual_seed(seed)
+    return Lit()
+
+
+@pytest.mark.parametrize("torch_backend", [b for b in ("torch", "ignite") if b in TORCH_BACKENDS])
+def test_a_users_lightning_module_is_averaged_across_ranks(torch_backend, tmp_path):
+    """fit(model=<LightningModule>) with devices 2: its training_step runs through DDP's forward (as Lightning
+    does), so the ranks' gradients are averaged: both ranks end with identical weights, and every step's loss
+    and the final weights equal the single-process run's (each global batch of 16 splits 8 + 8, so the mean of
+    the two halves' mean losses is the batch's mean loss)."""
+    import numpy as np
+    from sklearn.datasets import load_iris
+
+    pytest.importorskip("pytorch_lightning")
+    x, y = load_iris(return_X_y=True)
+    idx = np.random.default_rng(0).permutation(len(x))[:100]  # 80 train (5 batches of 16), 20 val
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)[idx]
+    y = y[idx]
+
+    def spec(devices: int) -> dict[str, Any]:
+        return {"name": "lm", "task": "classification", "data": {"batch_size": 16, "val_fraction": 0.2},
+                "trainer": {"max_epochs": 3, "devices": devices, "log_every_n_steps": 1, "progress_bar": False},
+                "metrics": ["accuracy"], "logging": {"dir": str(tmp_path / "runs")}}
+
+    two_dir, one_dir = tmp_path / "w2", tmp_path / "w1"
+    two_dir.mkdir()
+    one_dir.mkdir()
+    model = _lightning_module(seed=1)
+    two = UnifiedTrainer(spec(2), backend=torch_backend, run_dir=tmp_path / "two",
+                         callbacks=[_SaveWeights(model, two_dir)]).fit(model=model, data=(x, y))
+    model = _lightning_module(seed=1)
+    one = UnifiedTrainer(spec(1), backend=torch_backend, run_dir=tmp_path / "one",
+                         callbacks=[_SaveWeights(model, one_dir)]).fit(model=model, data=(x, y))
+
+    assert two.summary["world_size"] == 2 and two.global_step == one.global_step == 15
+    r0, r1, single = (np.load(p) for p in (two_dir / "rank0.npz", two_dir / "rank1.npz", one_dir / "ranksingle.npz"))
+    for key in single.files:
+        assert np.array_equal(r0[key], r1[key]), f"ranks drifted apart: {key}"
+        assert np.abs(r0[key] - single[key]).max() <= 1e-5, key
+    rows_one = [r for r in _rows(tmp_path / "one" / "metrics.csv") if r["train/loss"]]
+    rows_two = [r for r in _rows(tmp_path / "two" / "metrics.csv") if r["train/loss"]]
+    assert len(rows_one) == len(rows_two) == 15
+    for a, b in zip(rows_one, rows_two):
+        assert abs(float(a["train/loss"]) - float(b["train/loss"])) <= 1e-6, (a, b)
+    assert abs(two.metrics["val/loss"] - one.metrics["val/loss"]) <= 1e-5

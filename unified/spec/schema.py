@@ -313,6 +313,7 @@ class TrainerSpec(_Model):
     precision: str = "32"
     accumulate_grad_batches: int = Field(1, gt=0)
     gradient_clip_norm: Optional[float] = Field(None, gt=0.0)
+    accelerator: str = "auto"  # unified.devices.ACCELERATORS; resolved against the GPUs a backend sees
     devices: int = Field(1, gt=0)
     num_nodes: int = Field(1, gt=0)
     strategy: Literal["auto", "ddp"] = "auto"
@@ -327,6 +328,16 @@ class TrainerSpec(_Model):
         if key not in PRECISION_ALIASES:
             raise ValueError(_choice_msg(str(v), ("32", "bf16-mixed", "16-mixed"), "unknown precision"))
         return PRECISION_ALIASES[key]
+
+    @field_validator("accelerator", mode="before")
+    @classmethod
+    def _accelerator(cls, v: Any) -> str:
+        from unified.devices import ACCELERATORS
+
+        key = str(v).strip().lower()
+        if key not in ACCELERATORS:
+            raise ValueError(_choice_msg(str(v), ACCELERATORS, "unknown accelerator"))
+        return key
 
 
 class EarlyStoppingSpec(_Model):
