@@ -1,6 +1,6 @@
 """The tool checks its own output (issue 14): what a rewrite leaves broken is a manual finding with a TODO at
 that line; manual constructs are never deleted; nothing the tool did not rewrite changes; settings are mapped
-or reported; what the facade cannot run (N-D torch modules, string inputs, several inputs, unlabelled batches,
+or reported; what the facade cannot run (string inputs, several inputs or outputs, unlabelled batches,
 LightningCLI) is never "converted"."""
 
 from __future__ import annotations
