@@ -228,6 +228,23 @@ def test_image_entry_that_does_not_fit_the_model_is_refused_at_start(image_model
     assert len(err) == 1 and "preprocess.json" in err[0] and "[1, 8, 8]" in err[0], err
 
 
+def test_where_the_image_entry_is_read(image_model, tmp_path):
+    """The manifest's input.image, else preprocess.json of the run (beside export/ or source.run_dir)."""
+    from unified.serve import load_model
+
+    assert load_model(image_model["export"]).image.size == SIZE  # <run_dir>/export: the run's preprocess.json
+    alone = tmp_path / "copied-export"
+    shutil.copytree(image_model["export"], alone)
+    manifest = json.loads((alone / "manifest.json").read_text())
+    manifest["source"]["run_dir"] = str(tmp_path / "gone")
+    (alone / "manifest.json").write_text(json.dumps(manifest))
+    assert load_model(alone).image is None  # no run to read it from: JSON only
+    manifest["input"]["image"] = {"size": list(SIZE), "channels": CHANNELS}
+    (alone / "manifest.json").write_text(json.dumps(manifest))
+    image = load_model(alone).image
+    assert image is not None and image.size == SIZE and image.source.endswith("manifest.json")
+
+
 def test_fuzzer_finds_no_server_error_on_uploads(image_server):
     """schemathesis on the upload body (positive and negative), from the server's own /openapi.json."""
     schemathesis = pytest.importorskip("schemathesis")
