@@ -180,6 +180,14 @@ def test_bad_uploads_get_one_line_4xx(image_server, content_type, parts, status,
     assert image_server["server"].proc.poll() is None
 
 
+def test_a_decompression_bomb_is_refused_before_decoding(image_server):
+    buf = io.BytesIO()
+    PIL_Image.new("1", (20000, 5000)).save(buf, "PNG")  # 100 M pixels in a few kB
+    assert len(buf.getvalue()) < MAX_BODY
+    r = httpx.post(image_server["url"] + "/predict", files={"file": ("bomb.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 413 and "bomb.png': 20000x5000 pixels is over the limit" in r.json()["detail"]
+
+
 def test_empty_form_and_form_without_file(image_server):
     url = image_server["url"] + "/predict"
     r = httpx.post(url, content=b"--b0undary--\r\n", headers={"Content-Type": FORM})

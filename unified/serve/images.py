@@ -11,6 +11,7 @@ run's ``preprocess.json``.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -208,6 +209,7 @@ def decode_uploads(files: list[tuple[str, bytes]], image: ImageInput) -> np.ndar
     for i, (name, data) in enumerate(files):
         if not data:
             raise BadRequest(400, f"{name}: empty file; expected a PNG/JPEG image")
+        check_pixels(name, data)
         try:
             out[i] = load_image(data, size=image.size, channels=image.channels, where=name)
         except DataError as e:
@@ -215,6 +217,23 @@ def decode_uploads(files: list[tuple[str, bytes]], image: ImageInput) -> np.ndar
         except Exception as e:  # noqa: BLE001 - a decoder error load_image lets through (EOFError...): a bad file
             raise BadRequest(400, f"{name}: not a readable image ({type(e).__name__}: {_line(e)})") from None
     return out
+
+
+def check_pixels(name: str, data: bytes) -> None:
+    """413 when the file's header declares more pixels than Pillow's ``MAX_IMAGE_PIXELS`` (a small file can
+    decode to gigabytes: Pillow only warns up to twice that limit); nothing is decoded here."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if not limit:
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Exception:  # noqa: BLE001 - not an image: the decoder names what is wrong
+        return
+    if width * height > limit:
+        raise BadRequest(413, f"{name}: {width}x{height} pixels is over the limit of {int(limit)} pixels per image")
 
 
 _BUFFER_REPR = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
