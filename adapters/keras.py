@@ -17,7 +17,6 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from unified.adapters import keras_devices
 from unified.adapters.base import BackendAdapter, LoopPlan, SchedulerStepper
 from unified.adapters.keras_outputs import output_activation, to_logits
 from unified.adapters.keras_replicas import Replicas, prepare_devices, why_not
@@ -126,11 +125,6 @@ class KerasAdapter(BackendAdapter):
                 raise NotSupportedError(f"backend 'keras' on {kb} does not support trainer.devices > 1: {reason}")
 
     @classmethod
-    def gpu_probe(cls, spec: Any) -> Any:
-        """The GPUs of the tensor backend (adapters/keras_devices.py)."""
-        return keras_devices.probe(resolve_keras_backend(spec.keras_backend))
-
-    @classmethod
     def versions(cls) -> dict[str, str]:
         out = {}
         for pkg in ("keras", "tensorflow", "tensorflow-cpu", "torch", "jax"):
@@ -148,7 +142,6 @@ class KerasAdapter(BackendAdapter):
             kb = resolve_keras_backend(spec.keras_backend)
             if why_not(kb) is None:
                 prepare_devices(kb, spec)
-        keras_devices.place(resolve_keras_backend(spec.keras_backend), self.select_placement(spec))  # GPUs hidden on cpu
         self.keras = keras = import_keras(spec.keras_backend)
         self.kb = keras.backend.backend()
         # devices > 1: the model, optimizer and metrics are built in the replicas' scope, and fit runs in it
@@ -289,21 +282,6 @@ class KerasAdapter(BackendAdapter):
         """
         ds = self.ctx.dataset
         assert ds is not None
-        if not ds.train.in_memory:  # fetched per batch (memory map, image files, augmentation), workers ahead
-            def fetched() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-                for e in range(start, epochs):
-                    batches = ds.epoch_batches(e)[skip if e == start else 0:]
-                    for xb, yb in ds.iter_batches("train", batches, e):
-                        yield xb, self._targets(yb)
-
-            if self.kb == "tensorflow":
-                import tensorflow as tf
-
-                y0 = self._targets(ds.train.y[:1])
-                signature = (tf.TensorSpec((None, *ds.sample_shape), ds.input_dtype),
-                             tf.TensorSpec((None, *y0.shape[1:]), y0.dtype))
-                return tf.data.Dataset.from_generator(fetched, output_signature=signature).prefetch(1)
-            return fetched()
         x, y = _model_input(ds.train.x), self._targets(ds.train.y)
         batches = [b for e in range(start, epochs) for b in ds.epoch_batches(e)][skip:]
         if self.kb == "tensorflow":
@@ -411,10 +389,10 @@ class KerasAdapter(BackendAdapter):
             return {}
         self.sync_state()
         acc = self.ctx.accumulator(split)
-        batches = ds.eval_batches(split)
-        for idx, (xb, yb) in zip(batches, ds.iter_batches(split, batches)):  # in RAM: x[idx]; else fetched
-            out = to_logits(np.asarray(self._predict_batch(_model_input(xb)), dtype=np.float32), self.probs)
-            acc.update(out, yb, _np_eval_loss_sum(self.loss_name, out, yb), len(idx))
+        for idx in ds.eval_batches(split):
+            xb = _model_input(data.x[idx])
+            out = to_logits(np.asarray(self._predict_batch(xb), dtype=np.float32), self.probs)
+            acc.update(out, data.y[idx], _np_eval_loss_sum(self.loss_name, out, data.y[idx]), len(idx))
         return acc.compute()
 
     def _predict_batch(self, xb: np.ndarray) -> np.ndarray:
@@ -510,6 +488,7 @@ class KerasAdapter(BackendAdapter):
             "optimizer": {"names": [v.path for v in self.optimizer.variables],
                           "values": [np.asarray(ops.convert_to_numpy(v)) for v in self.optimizer.variables]},
             "scheduler": sched.state_dict() if sched is not None else None,
+            "lr_now": getattr(self, "lr_now", None),  # the Python float the lr log shows (the variable may be float32)
         })
         try:
             with zipfile.ZipFile(tmp, "a") as zf:
@@ -562,7 +541,8 @@ class KerasAdapter(BackendAdapter):
                                 f"{str(e).strip().splitlines()[0]}") from None
         opt = self.optimizer
         if not opt.built:
-            opt.build(self.model.trainable_variables)
+            with self._scope():  # devices > 1: its variables are mirrored / replicated like the model's
+                opt.build(self.model.trainable_variables)
         values, names = blob["optimizer"]["values"], blob["optimizer"]["names"]
         have = list(opt.variables) if values else []  # [] : saved before the optimizer's first step
         if len(have) != len(values) or any(tuple(v.shape) != tuple(np.shape(a)) for v, a in zip(have, values)):
@@ -575,7 +555,10 @@ class KerasAdapter(BackendAdapter):
         if sched is not None and blob.get("scheduler") is not None:
             sched.load_state_dict(blob["scheduler"])
         if hasattr(self, "lr_now"):
-            self.lr_now = float(self.keras.ops.convert_to_numpy(opt.learning_rate))
+            held = float(self.keras.ops.convert_to_numpy(opt.learning_rate))
+            saved = blob.get("lr_now")
+            # the logged lr as it was (JAX keeps it in float32: 0.05 would come back as 0.0500000007)
+            self.lr_now = float(saved) if saved is not None and np.float32(saved) == np.float32(held) else held
         self.steps_done = int(run_state["global_step"])
         from unified.resume import resume_position
 
