@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from unified.adapters import keras_devices
 from unified.adapters.base import BackendAdapter, LoopPlan, SchedulerStepper
 from unified.adapters.keras_outputs import output_activation, to_logits
 from unified.adapters.keras_replicas import Replicas, prepare_devices, why_not
@@ -125,6 +126,11 @@ class KerasAdapter(BackendAdapter):
                 raise NotSupportedError(f"backend 'keras' on {kb} does not support trainer.devices > 1: {reason}")
 
     @classmethod
+    def gpu_probe(cls, spec: Any) -> Any:
+        """The GPUs of the tensor backend (adapters/keras_devices.py)."""
+        return keras_devices.probe(resolve_keras_backend(spec.keras_backend))
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         out = {}
         for pkg in ("keras", "tensorflow", "tensorflow-cpu", "torch", "jax"):
@@ -142,6 +148,7 @@ class KerasAdapter(BackendAdapter):
             kb = resolve_keras_backend(spec.keras_backend)
             if why_not(kb) is None:
                 prepare_devices(kb, spec)
+        keras_devices.place(resolve_keras_backend(spec.keras_backend), self.select_placement(spec))  # GPUs hidden on cpu
         self.keras = keras = import_keras(spec.keras_backend)
         self.kb = keras.backend.backend()
         # devices > 1: the model, optimizer and metrics are built in the replicas' scope, and fit runs in it
@@ -282,6 +289,21 @@ class KerasAdapter(BackendAdapter):
         """
         ds = self.ctx.dataset
         assert ds is not None
+        if not ds.train.in_memory:  # fetched per batch (memory map, image files, augmentation), workers ahead
+            def fetched() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                for e in range(start, epochs):
+                    batches = ds.epoch_batches(e)[skip if e == start else 0:]
+                    for xb, yb in ds.iter_batches("train", batches, e):
+                        yield xb, self._targets(yb)
+
+            if self.kb == "tensorflow":
+                import tensorflow as tf
+
+                y0 = self._targets(ds.train.y[:1])
+                signature = (tf.TensorSpec((None, *ds.sample_shape), ds.input_dtype),
+                             tf.TensorSpec((None, *y0.shape[1:]), y0.dtype))
+                return tf.data.Dataset.from_generator(fetched, output_signature=signature).prefetch(1)
+            return fetched()
         x, y = _model_input(ds.train.x), self._targets(ds.train.y)
         batches = [b for e in range(start, epochs) for b in ds.epoch_batches(e)][skip:]
         if self.kb == "tensorflow":
@@ -389,10 +411,10 @@ class KerasAdapter(BackendAdapter):
             return {}
         self.sync_state()
         acc = self.ctx.accumulator(split)
-        for idx in ds.eval_batches(split):
-            xb = _model_input(data.x[idx])
-            out = to_logits(np.asarray(self._predict_batch(xb), dtype=np.float32), self.probs)
-            acc.update(out, data.y[idx], _np_eval_loss_sum(self.loss_name, out, data.y[idx]), len(idx))
+        batches = ds.eval_batches(split)
+        for idx, (xb, yb) in zip(batches, ds.iter_batches(split, batches)):  # in RAM: x[idx]; else fetched
+            out = to_logits(np.asarray(self._predict_batch(_model_input(xb)), dtype=np.float32), self.probs)
+            acc.update(out, yb, _np_eval_loss_sum(self.loss_name, out, yb), len(idx))
         return acc.compute()
 
     def _predict_batch(self, xb: np.ndarray) -> np.ndarray:
