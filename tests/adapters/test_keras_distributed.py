@@ -10,7 +10,8 @@ run directories:
 * the replicas exist (2 in sync on TensorFlow, the weights on 2 JAX devices), ``summary.json`` says
   ``world_size: 2``, the checkpoint/final weights are the single-replica ones, ``.keras`` export verifies;
 * SIGTERM in the middle of an epoch then ``fit(resume=...)`` on 2 devices: the rows of an uninterrupted run;
-* Keras on torch with ``devices: 2``: exit 2, one line giving the reason, nothing left behind.
+* Keras on torch with ``devices: 2``: exit 2, one line giving the reason, nothing left behind; 2 devices asked
+  for in a process whose TensorFlow / JAX already started with one: refused, naming the way out.
 """
 
 from __future__ import annotations
@@ -89,6 +90,13 @@ SCRIPT = textwrap.dedent(
             if type(e).__name__ != "Interrupted":
                 raise
         UnifiedTrainer(spec).fit(resume=cut)
+    if devices == 1:  # the framework started with one device in this process: 2 are refused, never half-made
+        spec = load_spec(os.path.join(root, "sgd.yaml"), overrides={"trainer.devices": 2, "keras_backend": kb})
+        try:
+            UnifiedTrainer(spec, run_dir=os.path.join(root, f"late-{kb}")).fit()
+            info["late"] = "trained"
+        except Exception as e:
+            info["late"] = f"{type(e).__name__}: {e}"
     with open(os.path.join(root, f"info-{kb}-{devices}.json"), "w") as f:
         json.dump(info, f)
     """
@@ -192,6 +200,14 @@ def test_interrupt_and_resume_on_two_devices_is_exact(runs, kb):
     assert json.loads((root / f"cut-{kb}" / "summary.json").read_text())["status"] == "completed"
     keys = ("epoch", "step", "train/loss", "lr", "val/loss", "val/accuracy")
     assert [[r.get(k) for k in keys] for r in cut] == [[r.get(k) for k in keys] for r in full]
+
+
+@pytest.mark.parametrize("kb", BACKENDS)
+def test_two_devices_after_one_in_the_same_process_are_refused(runs, kb):
+    root = _pair(runs, kb)
+    late = json.loads((root / f"info-{kb}-1.json").read_text())["late"]
+    assert late.startswith("NotSupportedError") and "new process" in late, late
+    assert not (root / f"late-{kb}").exists() or not any((root / f"late-{kb}").iterdir())
 
 
 def test_keras_on_torch_with_two_devices_is_refused(runs):
