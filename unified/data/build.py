@@ -129,6 +129,7 @@ def build(spec: "Spec", raw: RawData) -> Dataset:
         from unified.data.workers import WorkerPool
 
         pool = WorkerPool(d.num_workers)
+        pool.warm()  # the processes start while the statistics are streamed or the model is built
     moments = _scan(xs, bool(d.standardize), where, pool)
     mean = std = None
     if d.standardize:

@@ -191,7 +191,8 @@ class Dataset:
         from unified.data.fetch import fetch_batch
 
         jobs = (self._job(split, part, idx, epoch) for idx in batches)
-        results = pool.imap(fetch_batch, jobs)
+        largest = max((len(b) for b in batches), default=0) * int(np.prod(part.x.shape[1:])) * 8
+        results = pool.imap(fetch_batch, jobs, slot_bytes=largest)
         try:
             for idx, x in zip(batches, results):
                 yield x, part.y[idx]

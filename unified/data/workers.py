@@ -7,19 +7,29 @@ whatever the parent loaded, TensorFlow and JAX threads included; ``UNIFIED_DATA_
 faster), ignore SIGINT (the parent handles Ctrl-C and shuts them down), exit when the parent dies, and are
 shut down when the pool is closed or garbage-collected, or at exit. Every wait has a timeout
 (``UNIFIED_DATA_TIMEOUT_S``, default 300 s): a stuck or dead worker is an error, never a hang.
+
+Batches come back through shared memory, not the result pipe: each pass (:meth:`WorkerPool.imap` with
+``slot_bytes``) maps one file in ``/dev/shm`` holding a slot per batch in flight; a worker writes its array
+into the slot of its job and returns only the shape and dtype, and the caller copies it out. (Sending a
+batch of images through the pipe costs more than decoding it.) The file is deleted when the pass ends.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
+import mmap
 import os
+import tempfile
 import signal
 import threading
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Optional
+
+import numpy as np
 
 from unified.errors import TrainingError
 
@@ -40,6 +50,35 @@ def _start_method() -> str:
     return os.environ.get("UNIFIED_DATA_START_METHOD", "spawn")
 
 
+_PREPARE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """Start worker processes without re-running the parent's ``__main__`` in them.
+
+    ``spawn`` normally imports the main script again in each child; the jobs need only ``unified.data``,
+    and a user's script without an ``if __name__ == "__main__":`` guard would train again in every worker.
+    The children get everything else of ``spawn``'s preparation (``sys.path``, working directory).
+    """
+    from multiprocessing import spawn
+
+    with _PREPARE_LOCK:
+        original = spawn.get_preparation_data
+
+        def prepare(name: str) -> dict[str, Any]:
+            data = original(name)
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+            return data
+
+        spawn.get_preparation_data = prepare
+        try:
+            yield
+        finally:
+            spawn.get_preparation_data = original
+
+
 def _worker_init(parent: int) -> None:
     """In each worker: leave Ctrl-C to the parent, and exit when the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -53,6 +92,58 @@ def _worker_init(parent: int) -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, name="unified-data-parent-watch", daemon=True).start()
+
+
+# -- results through shared memory ----------------------------------------------------------------------
+def _shm_dir() -> Optional[str]:
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+class _Slots:
+    """A file of ``count`` slots of ``size`` bytes, mapped by the caller and (lazily) by each worker."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count, self.size = int(count), int(size)
+        fd, self.path = tempfile.mkstemp(prefix=f"unified-data-{os.getpid()}-", dir=_shm_dir())
+        try:
+            os.ftruncate(fd, self.count * self.size)
+            self.map = mmap.mmap(fd, self.count * self.size)
+        finally:
+            os.close(fd)
+
+    def read(self, slot: int, shape: tuple, dtype: str) -> np.ndarray:
+        """A copy of the array a worker wrote into ``slot`` (the slot is free again afterwards)."""
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape))
+        return np.frombuffer(self.map, dtype=dt, count=count, offset=slot * self.size).reshape(shape).copy()
+
+    def close(self) -> None:
+        try:
+            self.map.close()
+        except (BufferError, ValueError):  # pragma: no cover - a view still alive: the OS frees it with the file
+            pass
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+_WORKER_MAP: dict[str, mmap.mmap] = {}  # in a worker: the slots file of the current pass
+
+
+def _run_in_slot(path: Optional[str], offset: int, size: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """In a worker: ``fn(*args)``; an array that fits is written to the slot, and only its layout returned."""
+    out = fn(*args)
+    if path is None or not isinstance(out, np.ndarray) or out.dtype.hasobject or out.nbytes > size:
+        return ("value", out)
+    mm = _WORKER_MAP.get(path)
+    if mm is None:
+        for old in _WORKER_MAP.values():
+            with contextlib.suppress(BufferError, ValueError):
+                old.close()
+        _WORKER_MAP.clear()
+        with open(path, "r+b") as f:
+            mm = _WORKER_MAP[path] = mmap.mmap(f.fileno(), 0)
+    np.frombuffer(mm, dtype=out.dtype, count=out.size, offset=offset).reshape(out.shape)[...] = out
+    return ("slot", out.shape, out.dtype.str)
 
 
 def _shutdown(executor: ProcessPoolExecutor) -> None:
@@ -99,33 +190,51 @@ class WorkerPool:
             self._finalizer = weakref.finalize(self, _shutdown, self._executor)
         return self._executor
 
-    def imap(self, fn: Callable[..., Any], jobs: Iterable[tuple], ahead: Optional[int] = None) -> Iterator[Any]:
+    def warm(self) -> None:
+        """Start the processes now, without waiting for them (their start-up overlaps the caller's work)."""
+        executor = self._start()
+        for _ in range(self.num_workers):
+            self._submit(executor, int, ())
+
+    def imap(self, fn: Callable[..., Any], jobs: Iterable[tuple], ahead: Optional[int] = None,
+             slot_bytes: int = 0) -> Iterator[Any]:
         """``fn(*job)`` for each job, run in the workers, yielded in order; at most ``ahead`` in flight.
 
-        Closing the iterator early (a run stopped mid-epoch) cancels the jobs not started yet.
+        ``slot_bytes``: the largest array result expected; results up to that size come back through shared
+        memory (0: through the pipe). Closing the iterator early (a run stopped mid-epoch) cancels the jobs
+        not started yet.
 
         Raises:
             TrainingError: a worker died, or gave no result within :func:`timeout_s` seconds.
             Whatever ``fn`` raised (a DataError naming a corrupt file ...), re-raised here.
         """
         executor = self._start()
-        ahead = max(1, int(ahead or 2 * self.num_workers))
-        pending: collections.deque[Future] = collections.deque()
+        ahead = max(1, int(ahead or 4 * self.num_workers))
+        pending: collections.deque[tuple[int, Future]] = collections.deque()
         it = iter(jobs)
         timeout = timeout_s()
+        slots = _Slots(ahead, slot_bytes) if slot_bytes > 0 else None
+        submitted = 0
         try:
             while True:
-                while len(pending) < ahead:
+                while len(pending) < ahead:  # job k uses slot k % ahead: job k - ahead was read out already
                     job = next(it, None)
                     if job is None:
                         break
-                    pending.append(self._submit(executor, fn, job))
+                    slot = submitted % ahead
+                    where = (slots.path, slot * slots.size, slots.size) if slots is not None else (None, 0, 0)
+                    pending.append((slot, self._submit(executor, _run_in_slot, (*where, fn, *job))))
+                    submitted += 1
                 if not pending:
                     return
-                yield self._result(pending.popleft(), timeout)
+                slot, future = pending.popleft()
+                kind, *rest = self._result(future, timeout)
+                yield rest[0] if kind == "value" else slots.read(slot, *rest)  # type: ignore[union-attr]
         finally:
-            for f in pending:
+            for _, f in pending:
                 f.cancel()
+            if slots is not None:
+                slots.close()
 
     def map(self, fn: Callable[..., Any], jobs: Iterable[tuple]) -> list[Any]:
         """Every ``fn(*job)``, in order (run ahead like :meth:`imap`)."""
@@ -133,7 +242,8 @@ class WorkerPool:
 
     def _submit(self, executor: ProcessPoolExecutor, fn: Callable[..., Any], job: tuple) -> Future:
         try:
-            return executor.submit(fn, *job)
+            with _without_main():  # processes start on demand, inside submit
+                return executor.submit(fn, *job)
         except (BrokenProcessPool, RuntimeError) as e:
             self._broken()
             raise TrainingError(f"data.num_workers: the worker processes stopped ({type(e).__name__}: {e})") from None
