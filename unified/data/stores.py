@@ -5,8 +5,10 @@ path, which adapters index directly) or a :class:`SampleStore` of *raw* samples 
 :meth:`unified.data.Dataset.fetch` reads per batch, then augments (train split) and standardizes.
 
 * :class:`ArrayStore`: rows of an array, in RAM or a ``numpy.memmap`` (``npy:`` / uncompressed ``npz:`` with
-  ``data.mmap: true``); only the rows of a batch are read, and the pages read are handed back to the OS now
-  and then, so a file larger than RAM trains with a small resident set.
+  ``data.mmap: true``); only the rows of a batch are read, so a file larger than RAM trains with a small
+  resident set. The rows of a C-ordered map are read from its file with ``os.preadv`` straight into the
+  batch: a page fault in a memory map brings in the whole (large) page-cache folio around it, so random rows
+  read through the map made the resident set grow to the size of the file.
 * :class:`ImageFileStore`: image files (``imagefolder:``), decoded with :func:`unified.data.images.load_image`
   when a batch is fetched.
 
@@ -30,7 +32,8 @@ __all__ = ["SampleStore", "ArrayStore", "ImageFileStore", "open_npy", "open_npz_
 
 RELEASE_BYTES = 256 << 20
 """After this many bytes read from a memory map, its pages are released (``MADV_DONTNEED``)."""
-CHUNK_BYTES = 64 << 20  # raw bytes per chunk when a store is streamed (standardization, checks)
+CHUNK_BYTES = 16 << 20  # raw bytes per chunk when a store is streamed (standardization, checks)
+FAULT_AROUND = 64 << 10  # the kernel maps this much around each page a read faults in (fault_around_bytes)
 IMAGE_CHUNK = 256  # images per chunk when an image store is streamed
 
 
@@ -138,8 +141,7 @@ class ArrayStore(SampleStore):
         self.token_ids = bool(token_ids)
         self.checks_finite = array.dtype.kind == "f"
         self.source = source
-        self._read_bytes = 0
-        per_row = max(1, int(np.prod(array.shape[1:])) * array.dtype.itemsize)
+        self._row_bytes = per_row = max(1, int(np.prod(array.shape[1:])) * array.dtype.itemsize)
         self.chunk_rows = max(1, CHUNK_BYTES // per_row)
 
     @property
@@ -154,10 +156,14 @@ class ArrayStore(SampleStore):
         return tuple(int(d) for d in self.array.shape[1:])
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
+        if self.mapped and self.source is not None and not self.source[4]:
+            return _pread_rows(self.source, rows, self.array.dtype, tuple(self.array.shape[1:]))
         out = np.asarray(self.array[rows])  # fancy indexing copies just these rows, from disk for a memmap
         if self.mapped:
-            self._read_bytes += out.nbytes
-            if self._read_bytes >= RELEASE_BYTES:
+            # counted per mapping, across every view of it; a scattered row maps at least FAULT_AROUND bytes
+            key = id(getattr(self.array, "_mmap", self.array))
+            _READ[key] = _READ.get(key, 0) + len(rows) * max(self._row_bytes, FAULT_AROUND)
+            if _READ[key] >= RELEASE_BYTES:
                 self.release()
         return out
 
@@ -171,8 +177,8 @@ class ArrayStore(SampleStore):
         return self._copy(rows, self.view)
 
     def release(self) -> None:
-        self._read_bytes = 0
         mm = getattr(self.array, "_mmap", None)
+        _READ.pop(id(mm if mm is not None else self.array), None)
         if mm is not None and hasattr(mm, "madvise"):
             try:
                 mm.madvise(mmap.MADV_DONTNEED)
@@ -181,7 +187,6 @@ class ArrayStore(SampleStore):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_read_bytes"] = 0
         if self.mapped and self.source is not None:
             state["array"] = None  # reopened from `source` on the other side
         return state
@@ -193,6 +198,7 @@ class ArrayStore(SampleStore):
 
 
 _OPEN: dict[tuple, np.memmap] = {}  # a worker process reopens each memory map once
+_READ: dict[int, int] = {}  # bytes read from each mapping since its pages were last released
 
 
 def _reopen(source: tuple) -> np.memmap:
@@ -202,6 +208,44 @@ def _reopen(source: tuple) -> np.memmap:
         mm = _OPEN[source] = np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=int(offset),
                                        shape=tuple(shape), order="F" if fortran else "C")
     return mm
+
+
+_FDS: dict[str, int] = {}  # file descriptors for reading rows, one per file and process
+
+
+def _pread_rows(source: tuple, rows: np.ndarray, dtype: np.dtype, row_shape: tuple[int, ...]) -> np.ndarray:
+    """Rows ``rows`` of the C-ordered array ``source`` describes, read with ``os.preadv`` into one new array
+    (a consecutive run of rows in one call)."""
+    import os
+
+    path, offset = source[0], int(source[1])
+    out = np.empty((len(rows), *row_shape), dtype=dtype)
+    if out.size == 0:
+        return out
+    fd = _FDS.get(path)
+    if fd is None:
+        fd = _FDS[path] = os.open(path, os.O_RDONLY)
+    row_bytes = out.nbytes // len(rows)
+    buf = memoryview(out.reshape(-1).view(np.uint8))
+    first = int(rows[0])
+    if len(rows) == 1 or (int(rows[-1]) - first == len(rows) - 1 and bool(np.all(np.diff(rows) == 1))):
+        _pread_into(fd, buf, offset + first * row_bytes, path)
+        return out
+    for i, r in enumerate(rows.tolist()):
+        _pread_into(fd, buf[i * row_bytes:(i + 1) * row_bytes], offset + r * row_bytes, path)
+    return out
+
+
+def _pread_into(fd: int, buf: memoryview, at: int, path: str) -> None:
+    import os
+
+    done = 0
+    while done < len(buf):
+        n = os.preadv(fd, [buf[done:]], at + done)
+        if n <= 0:
+            raise DataError(f"{path}: the file ended before the rows it should hold (truncated while in use?)",
+                            path="data.source")
+        done += n
 
 
 def _mappable(dtype: np.dtype, where: str) -> None:
