@@ -376,10 +376,10 @@ def _lightning_module(seed: int) -> Any:
     return Lit()
 
 
-@pytest.mark.parametrize("torch_backend", [b for b in ("torch", "ignite") if b in TORCH_BACKENDS])
+@pytest.mark.parametrize("torch_backend", TORCH_BACKENDS)
 def test_a_users_lightning_module_is_averaged_across_ranks(torch_backend, tmp_path):
-    """fit(model=<LightningModule>) with devices 2: its training_step runs through DDP's forward (as Lightning
-    does), so the ranks' gradients are averaged: both ranks end with identical weights, and every step's loss
+    """fit(model=<LightningModule>) with devices 2: its training_step runs through DDP's forward (on torch and
+    ignite as Lightning does it), so the ranks' gradients are averaged: both ranks end with identical weights, and every step's loss
     and the final weights equal the single-process run's (each global batch of 16 splits 8 + 8, so the mean of
     the two halves' mean losses is the batch's mean loss)."""
     import numpy as np
