@@ -3,6 +3,9 @@
 Keras picks its tensor backend once per process (``KERAS_BACKEND`` before ``import keras``); the
 adapter sets it from ``spec.keras_backend`` when Keras is not imported yet and refuses a different
 one afterwards (run that backend in another process: ``unified run --keras-backend ...``).
+
+``trainer.devices > 1`` trains N replicas inside this process (TensorFlow's MirroredStrategy, JAX's
+keras.distribution.DataParallel): adapters/keras_replicas.py.
 """
 
 from __future__ import annotations

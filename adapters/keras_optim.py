@@ -59,6 +59,12 @@ optimizer steps. Measured against torch.optim + clip_grad_norm_: tests/adapters/
 The window's decision is in the compiled step on TensorFlow (``ops.cond``), in Python on torch (eager), and
 a select on JAX (``_jax_window``: a ``lax.cond`` branch cannot assign variables in the stateless step).
 
+Several replicas (TensorFlow ``MirroredStrategy``, trainer.devices > 1, adapters/keras_replicas.py): the
+replicas' gradients are summed first (each replica's loss is its share of the global batch's mean), then the
+step above runs once, in cross-replica context, each assignment going to every replica's copy
+(``_apply_across_replicas``), so clipping sees the global gradient as torch's does after DDP's all-reduce. On
+JAX (``keras.distribution.DataParallel``) the step is one program over the global batch and nothing changes.
+
 Hyper-parameter names are torch's (``betas``, ``eps``, ``alpha``, ``weight_decay``) except
 ``learning_rate``, which Keras's base class owns. The torch-style weight decay is stored as
 ``torch_weight_decay``; the Keras base class always receives ``weight_decay=None`` so it never applies its
