@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from unified import UnifiedTrainer
+from unified import UnifiedTrainer, load_spec
 from unified.registry import load_adapter
 from unified.schedules import Schedule, optimizer_steps_per_epoch, plan_schedule
 
@@ -105,8 +105,10 @@ def _cases() -> dict[str, dict]:
 
 def _must_refuse(target, spec: dict) -> str | None:
     """The line every run of ``spec`` on ``target`` is refused with (exit 2), None when it is not."""
-    if spec["trainer"].get("precision") == "16-mixed" and "precision:16-mixed" not in load_adapter(target.backend).features:
-        return "16-mixed"
+    if spec["trainer"].get("precision") == "16-mixed":  # a backend without float16 AMP, or (torch) no GPU here
+        cls = load_adapter(target.backend)
+        if "precision:16-mixed" not in cls.features or not cls.gpu_probe(load_spec(spec)).count:
+            return "16-mixed"
     if spec["data"].get("val_fraction") == 0.0:
         return "no validation data"
     return None
