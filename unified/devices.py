@@ -81,8 +81,8 @@ class Placement:
 
 CPU = Placement("cpu", 1)  # a single CPU process (the default placement of anything that did not select)
 
-FP16_ON_CPU = ("float16 autocast with GradScaler loss scaling is a GPU feature (on the CPU it is slow, and "
-               "Lightning refuses it)")
+FP16_ON_CPU = ("float16 autocast with GradScaler loss scaling is a GPU feature; on the CPU it is slow and "
+               "Lightning refuses it")
 
 
 def _sees(probe: GpuProbe) -> str:
@@ -126,7 +126,7 @@ def select(accelerator: str, devices: int, precision: str, probe: Callable[[], G
     if precision == "16-mixed" and chosen == "cpu":
         where = "trainer.accelerator: cpu" if seen is None else \
             f"trainer.accelerator: {accelerator}, and {_sees(seen)}"
-        raise SpecError(f"'16-mixed' needs a GPU ({FP16_ON_CPU}), but this run is on the CPU ({where}); use "
+        raise SpecError(f"'16-mixed' needs a GPU ({FP16_ON_CPU}), but this run is on the CPU: {where}; use "
                         f"trainer.precision: bf16-mixed on the CPU", path="trainer.precision")
     return Placement(chosen, int(devices), accelerator, None if seen is None else seen.count)
 
