@@ -205,6 +205,7 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         self.epoch_batches = int(epoch_batches) if epoch_batches else None
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self._micro_count: Optional[int] = None  # torch backend: Python mirror of `micro_batches`
+        self._on_tf = keras.backend.backend() == "tensorflow"
         weight_decay = 0.0 if weight_decay is None else float(weight_decay)
         if weight_decay < 0.0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
@@ -292,7 +293,7 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         return updates if updates is not None else super().iterations
 
     def _backend_apply_gradients(self, grads: list[Any], trainable_variables: list[Any]) -> None:
-        replica = _tf_replica_of_many()
+        replica = _tf_replica_of_many() if self._on_tf else None  # traced once on TF; no work per step elsewhere
         if replica is not None:
             return self._apply_across_replicas(replica, grads, trainable_variables)
         if self.accumulate == 1:

@@ -42,9 +42,9 @@ def why_not(keras_backend: str) -> Optional[str]:
     """Why ``keras_backend`` cannot train on several devices (``None`` when it can)."""
     if keras_backend in KERAS_MULTI_DEVICE:
         return None
-    return (f"Keras has no data-parallel distribution on its {keras_backend} backend (keras.distribution "
-            f"is implemented for JAX only, tf.distribute for TensorFlow only); use keras_backend: tensorflow "
-            f"or jax, or backend torch / lightning / ignite for torch DDP")
+    return (f"Keras has no data-parallel distribution on its {keras_backend} backend (keras.distribution has "
+            f"no {keras_backend} implementation and fit() does not run under torch DDP); use keras_backend: "
+            f"tensorflow or jax, or backend torch / lightning / ignite for torch DDP")
 
 
 def _wants_gpu(spec: Any, count_gpus: Any) -> bool:
