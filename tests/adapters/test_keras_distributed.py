@@ -4,7 +4,8 @@ Keras's tensor backend, TensorFlow's logical devices and JAX's device count are 
 (backend, devices) pair trains in a subprocess of its own; they all start at once and the tests judge their
 run directories:
 
-* per-step ``train/loss`` within 1e-5 of one device, and the same validation metrics: plain SGD on odd global
+* per-step ``train/loss`` within 1e-5 of one device, and the same validation metrics, with a callback reading
+  and writing the weights in the middle of an epoch: plain SGD on odd global
   batches (33 = 17 + 16 samples per replica), SGD with momentum + accumulation (3) + clipping (0.5), and a
   global batch of ONE sample (batch_size 1437 of 1438: the second replica gets nothing, or a weight-0 pad);
 * the replicas exist (2 in sync on TensorFlow, the weights on 2 JAX devices), ``summary.json`` says
@@ -67,11 +68,17 @@ SCRIPT = textwrap.dedent(
             if state.global_step == self.step:
                 os.kill(os.getpid(), signal.SIGTERM)
 
+    class Poke(Callback):
+        # reads and writes the weights mid-epoch (mirrored copies on TensorFlow, JAX's replicated train state)
+        def on_train_batch_end(self, state):
+            if state.global_step == 20:
+                state.set_weights(state.get_weights())
+
     kb, devices, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     info = {}
     for name in sys.argv[4:]:
         spec = load_spec(os.path.join(root, name + ".yaml"), overrides={"trainer.devices": devices, "keras_backend": kb})
-        trainer = UnifiedTrainer(spec, run_dir=os.path.join(root, f"{name}-{kb}-{devices}"))
+        trainer = UnifiedTrainer(spec, run_dir=os.path.join(root, f"{name}-{kb}-{devices}"), callbacks=[Poke()])
         trainer.fit()
         reps = trainer._adapter.replicas
         if reps is None:
@@ -84,12 +91,12 @@ SCRIPT = textwrap.dedent(
         spec = load_spec(os.path.join(root, "acc.yaml"), overrides={"trainer.devices": devices, "keras_backend": kb})
         cut = os.path.join(root, f"cut-{kb}")
         try:
-            UnifiedTrainer(spec, run_dir=cut, callbacks=[SignalAt(20)]).fit()
+            UnifiedTrainer(spec, run_dir=cut, callbacks=[Poke(), SignalAt(20)]).fit()
             raise SystemExit("the SIGTERM did not stop the run")
         except BaseException as e:
             if type(e).__name__ != "Interrupted":
                 raise
-        UnifiedTrainer(spec).fit(resume=cut)
+        UnifiedTrainer(spec, callbacks=[Poke()]).fit(resume=cut)
     if devices == 1:  # the framework started with one device in this process: 2 are refused, never half-made
         spec = load_spec(os.path.join(root, "sgd.yaml"), overrides={"trainer.devices": 2, "keras_backend": kb})
         try:
