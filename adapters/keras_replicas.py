@@ -95,8 +95,8 @@ def prepare_devices(keras_backend: str, spec: Any) -> None:
         if have < n:
             raise NotSupportedError(
                 f"trainer.devices: {n} on keras/jax needs {n} devices, but JAX was already initialised in this "
-                f"process with {have} (set XLA_FLAGS=--xla_force_host_platform_device_count={n} before jax is "
-                f"imported, or run it in a new process: unified run SPEC ...)")
+                f"process with {have} (set XLA_FLAGS=--xla_force_host_platform_device_count={n} before JAX starts "
+                f"its backends, or run it in a new process: unified run SPEC ...)")
 
 
 def _jax_devices(jax: Any, spec: Any) -> list[Any]:
