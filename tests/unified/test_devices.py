@@ -108,6 +108,8 @@ def test_schema_field():
         load_spec({**base, "trainer": {"accelerator": "tpu"}})
     assert "trainer.accelerator" in str(e.value) and all(a in str(e.value) for a in ACCELERATORS)
     assert "accelerator: auto" in load_spec(base).to_yaml()
+    docs = (REPO / "docs" / "spec.md").read_text(encoding="utf-8")
+    assert "| `accelerator` |" in docs and all(f"`{a}`" in docs for a in ACCELERATORS)
 
 
 def test_devices_line():
