@@ -8,6 +8,7 @@ Nothing here runs on a GPU (docs/scaling.md, Accelerators, says what that leaves
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -325,6 +326,43 @@ def test_keras_hides_gpus_only_for_cpu(monkeypatch):
     with pytest.warns(RuntimeWarning) if "keras" in sys.modules else _nothing():
         keras_devices.place("torch", Placement("cpu", 1))
     assert os.environ["KERAS_TORCH_DEVICE"] == "cpu"
+
+
+def test_keras_hides_tensorflows_gpus_before_it_starts(monkeypatch):
+    """With (fake) GPUs visible to TensorFlow, accelerator: cpu makes them invisible; gpu leaves them."""
+    if "keras" not in installed_backends() or importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("keras on tensorflow is not installed")
+    import tensorflow as tf
+
+    from unified.adapters import keras_devices
+
+    calls = []
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0", "GPU:1"] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind=None: calls.append((devices, kind)))
+    keras_devices.place("tensorflow", Placement("gpu", 2))
+    assert calls == []
+    keras_devices.place("tensorflow", Placement("cpu", 1))
+    assert calls == [([], "GPU")]
+    assert keras_devices.probe("tensorflow").count == 2
+
+
+def test_keras_jax_cpu_sets_jax_platforms():
+    code = ("import os, sys; from unified.adapters import keras_devices as k; from unified.devices import Placement; "
+            "k.place('jax', Placement('cpu', 1)); print(os.environ.get('JAX_PLATFORMS'), 'jax' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["cpu", "False"]
+
+
+def test_gpu_ranks_are_spawned(monkeypatch):
+    from unified.distributed import START_ENV, start_method
+
+    monkeypatch.delenv(START_ENV, raising=False)
+    assert start_method(on_gpu=True) == "spawn"
+    assert start_method(on_gpu=False) == ("fork" if sys.platform.startswith("linux") else "spawn")
+    monkeypatch.setenv(START_ENV, "fork")
+    assert start_method(on_gpu=True) == "fork"  # the user's choice wins
 
 
 class _nothing:
