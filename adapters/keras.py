@@ -354,7 +354,7 @@ class KerasAdapter(BackendAdapter):
         ctx.events.bind(self, self.current_lr)
         spe = ctx.dataset.steps_per_epoch()  # batches; optimizer steps are one per accumulation window
         epochs = self.loop.epochs
-        bridge = _make_bridge(self.keras, self)
+        bridge = _bridge_callbacks(self.keras, _make_bridge(self.keras, self), self.model)
         start, skip = 0, 0
         if self._resume_at is not None:
             # Resume: Keras's own initial_epoch for whole epochs; a partly done epoch first runs its
@@ -368,7 +368,7 @@ class KerasAdapter(BackendAdapter):
                 with self._scope():
                     self.model.fit(self._stream(self._train_data(start + 1, start, skip)), epochs=start + 1,
                                    initial_epoch=start, steps_per_epoch=spe - skip, shuffle=False, verbose=0,
-                                   callbacks=[bridge])
+                                   callbacks=bridge)
                 self.batch_offset, self.final_fit = 0, True
                 start += 1
                 if self.model.stop_training or start >= epochs:
@@ -377,7 +377,7 @@ class KerasAdapter(BackendAdapter):
                     return
             with self._scope():
                 self.model.fit(self._stream(self._train_data(epochs, start)), epochs=epochs, initial_epoch=start,
-                               steps_per_epoch=spe, shuffle=False, verbose=0, callbacks=[bridge])
+                               steps_per_epoch=spe, shuffle=False, verbose=0, callbacks=bridge)
         except BaseException as e:
             ctx.events.exception(e)
             raise
@@ -421,6 +421,8 @@ class KerasAdapter(BackendAdapter):
         return acc.compute()
 
     def _predict_batch(self, xb: np.ndarray) -> np.ndarray:
+        if self.kb == "jax" and self.replicas is None:  # Keras's jitted predict step (called eagerly, each op
+            return np.asarray(self.model.predict_on_batch(xb), dtype=np.float32)  # is dispatched on its own)
         out = self.model(xb, training=False)
         if self.precision != "32":
             out = self.keras.ops.cast(out, "float32")  # bf16 outputs under mixed_bfloat16
@@ -689,6 +691,23 @@ def _wrap(keras: Any, net: Any, replicas: Optional[Replicas]) -> Any:
                 self._symbolic_build(data_batch=data_batch)
 
     return UnifiedKerasModel(net)
+
+
+def _bridge_callbacks(keras: Any, bridge: Any, model: Any) -> Any:
+    """What ``fit(callbacks=...)`` gets. On JAX, a ``CallbackList`` that hands the bridge each step's logs as they
+    are: Keras's own converts every log to a Python float before a batch hook (``pythonify_logs``), a host
+    sync per step that stalls JAX's asynchronous dispatch, while the bridge reads the loss only on logging
+    steps (unified/events.py). On JAX the logs are immutable device arrays (``_LastValue.result``), so holding
+    one is safe; on TensorFlow / torch they hold the variables themselves, so Keras's conversion stays."""
+    if keras.backend.backend() != "jax":
+        return [bridge]
+
+    class _RawBatchLogs(keras.callbacks.CallbackList):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            for cb in self.callbacks:
+                cb.on_train_batch_end(batch, logs)
+
+    return _RawBatchLogs([bridge], add_history=True, model=model)  # add_history: fit() returns model.history
 
 
 def _make_bridge(keras: Any, adapter: KerasAdapter) -> Any:
