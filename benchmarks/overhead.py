@@ -1,9 +1,9 @@
 """Facade overhead: ``UnifiedTrainer`` vs the same work written directly against each native trainer.
 
-Run:  python benchmarks/overhead.py [--repeats N] [--epochs E]
-                                    [--backends torch,lightning,ignite,keras,keras-torch] [--json OUT]
+Run:  python benchmarks/overhead.py [--arch mlp|cnn] [--repeats N] [--epochs E]
+          [--backends torch,lightning,ignite,keras-tensorflow,keras-torch,keras-jax] [--json OUT]
       (from a checkout or with the project installed; needs torch, the lightning and ignite extras, and keras
-      with tensorflow / torch for the Keras backends)
+      with tensorflow / torch / jax for the Keras backends; ``keras`` is the older name of keras-tensorflow)
 
 Two questions: (1) per backend, the facade against the same work written directly for that backend
 (facade / native); (2) every backend's facade against the ``torch`` backend's facade, the speed floor (a plain
@@ -13,6 +13,15 @@ loop (target: facade / hand-written <= 1.05).
 Task (identical on every side): sklearn digits, standardized (the facade's own split: 80/20 train/val,
 seed 0 -- 1438 train / 359 val samples, 45 steps per epoch), MLP 64-128-10 with ReLU, Adam lr 1e-3,
 batch 32, validation (loss + accuracy) on the val split after every epoch, no progress bars, no checkpoints.
+
+``--arch cnn``: the model, optimizer and ``data.shape`` of examples/digits_cnn.yaml (read from the file:
+digits as 1x8x8 images standardized per channel, Conv(16, 3, same) -> BatchNorm -> ReLU -> MaxPool(2), the
+same with 32 channels, Flatten, Dense 64 -> ReLU, Dense 10; Adam lr 3e-3). The native sides write that model
+as its users would: one ``nn.Sequential`` (torch loop, LightningModule, Ignite), ``keras.Sequential`` of
+Conv2D / BatchNormalization(momentum 0.9, epsilon 1e-5) / ReLU / MaxPooling2D / Flatten / Dense on
+channels-last arrays (Keras; the N,C,H,W arrays are transposed once before ``fit``, outside the window).
+Everything else (data, batches, the timed window, the rounds) is as for the MLP. On Keras/JAX the window
+includes XLA compilation of the train and predict steps (seconds), so there the steady state is the figure.
 
 * native torch (the torch backend's native): a hand-written PyTorch loop, no trainer library -- per batch
   ``zero_grad``, forward, ``F.cross_entropy``, ``backward``, ``Adam.step``; after each epoch validation over
@@ -125,17 +134,45 @@ SEED = 0
 BATCH = 32
 LR = 1e-3
 HIDDEN = 128
+CNN_EXAMPLE = REPO_ROOT / "examples" / "digits_cnn.yaml"
+
+
+def _cnn_task() -> dict[str, Any]:
+    """``--arch cnn``: the model, optimizer and ``data.shape`` of examples/digits_cnn.yaml (read from it)."""
+    import yaml
+
+    ex = yaml.safe_load(CNN_EXAMPLE.read_text(encoding="utf-8"))
+    model = {"kernel_size": 3, "pool": 2, "batch_norm": True, "dropout": 0.0, **ex["model"]}  # the cnn defaults
+    opt = ex["optimizer"]
+    if opt.get("name") != "adam" or set(opt) - {"name", "lr"}:
+        raise SystemExit(f"{CNN_EXAMPLE}: the native sides write Adam(lr) only, got optimizer {opt}")
+    return {"arch": "cnn", "model": model, "lr": float(opt["lr"]), "shape": list(ex["data"]["shape"]),
+            "label": (f"digits CNN (examples/digits_cnn.yaml: {ex['data']['shape']} images, channels "
+                      f"{model['channels']}, kernel {model['kernel_size']}, pool {model['pool']}, batch norm "
+                      f"{model['batch_norm']}, hidden {model['hidden']})")}
+
+
+# --arch -> the task every side trains: the spec's model/optimizer and the native builders' parameters
+TASKS: dict[str, Callable[[], dict[str, Any]]] = {
+    "mlp": lambda: {"arch": "mlp", "model": {"arch": "mlp", "hidden": [HIDDEN], "activation": "relu"}, "lr": LR,
+                    "shape": None, "label": f"digits MLP 64-{HIDDEN}-10 relu"},
+    "cnn": _cnn_task,
+}
+TASK: dict[str, Any] = TASKS["mlp"]()  # set once by main() (--arch), before any run
 
 
 def spec_dict(epochs: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"source": "sklearn:digits", "standardize": True, "val_fraction": 0.2,
+                            "batch_size": BATCH, "shuffle": True}
+    if TASK["shape"] is not None:
+        data["shape"] = TASK["shape"]
     return {
-        "name": "overhead-digits",
+        "name": f"overhead-digits-{TASK['arch']}",
         "seed": SEED,
         "task": "classification",
-        "data": {"source": "sklearn:digits", "standardize": True, "val_fraction": 0.2, "batch_size": BATCH,
-                 "shuffle": True},
-        "model": {"arch": "mlp", "hidden": [HIDDEN], "activation": "relu"},
-        "optimizer": {"name": "adam", "lr": LR},
+        "data": data,
+        "model": dict(TASK["model"]),
+        "optimizer": {"name": "adam", "lr": TASK["lr"]},
         "metrics": ["accuracy"],
         "trainer": {"max_epochs": epochs, "progress_bar": False},
         "callbacks": [],
@@ -182,15 +219,49 @@ def _mlp(n_in: int, n_out: int) -> Any:
     return nn.Sequential(nn.Linear(n_in, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_out))
 
 
+def _cnn(in_shape: tuple[int, ...], n_out: int) -> Any:
+    """The digits_cnn.yaml model as a torch user writes it: one ``nn.Sequential`` (Conv2d(same) -> BatchNorm2d ->
+    ReLU -> MaxPool2d per channel entry, Flatten, Linear -> ReLU per hidden width, Linear)."""
+    from torch import nn
+
+    m = TASK["model"]
+    c, h, w = in_shape
+    layers: list[Any] = []
+    for width in m["channels"]:
+        layers.append(nn.Conv2d(c, width, m["kernel_size"], padding="same", bias=not m["batch_norm"]))
+        if m["batch_norm"]:
+            layers.append(nn.BatchNorm2d(width))
+        layers.append(nn.ReLU())
+        if m["pool"] > 1:
+            layers.append(nn.MaxPool2d(m["pool"]))
+            h, w = h // m["pool"], w // m["pool"]
+        c = width
+    layers.append(nn.Flatten())
+    n = c * h * w
+    for width in m["hidden"]:
+        layers += [nn.Dropout(m["dropout"])] * (m["dropout"] > 0) + [nn.Linear(n, width), nn.ReLU()]
+        n = width
+    layers += [nn.Dropout(m["dropout"])] * (m["dropout"] > 0) + [nn.Linear(n, n_out)]
+    return nn.Sequential(*layers)
+
+
+def _torch_model(arrays: dict[str, np.ndarray]) -> Any:
+    """The native sides' torch model for ``TASK``: the MLP, or the CNN on (C, H, W) samples."""
+    n_out = int(arrays["y_train"].max()) + 1
+    if TASK["arch"] == "cnn":
+        return _cnn(tuple(arrays["x_train"].shape[1:]), n_out)
+    return _mlp(arrays["x_train"].shape[1], n_out)
+
+
 def run_native_lightning(arrays: dict[str, np.ndarray], epochs: int, lean: bool = False) -> dict[str, float]:
     import pytorch_lightning as pl
     import torch
     from torch.nn import functional as F
 
     class DigitsModule(pl.LightningModule):
-        def __init__(self, n_in: int, n_out: int) -> None:
+        def __init__(self) -> None:
             super().__init__()
-            self.net = _mlp(n_in, n_out)
+            self.net = _torch_model(arrays)
             self.t_start = self.t_end = float("nan")
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,7 +293,7 @@ def run_native_lightning(arrays: dict[str, np.ndarray], epochs: int, lean: bool 
                 self.log("val_acc", correct / n)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.Adam(self.parameters(), lr=LR)
+            return torch.optim.Adam(self.parameters(), lr=TASK["lr"])
 
         # the timing window (see the module docstring); Lightning calls these hooks in any case
         def on_train_start(self) -> None:
@@ -232,7 +303,7 @@ def run_native_lightning(arrays: dict[str, np.ndarray], epochs: int, lean: bool 
             self.t_end, self.c_end = time.perf_counter(), time.thread_time()
 
     train_dl, val_dl = _loaders(arrays, batched=lean)
-    module = DigitsModule(arrays["x_train"].shape[1], int(arrays["y_train"].max()) + 1)
+    module = DigitsModule()
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False, enable_progress_bar=False,
                          enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
     with warnings.catch_warnings():
@@ -252,8 +323,8 @@ def run_native_ignite(arrays: dict[str, np.ndarray], epochs: int, lean: bool = F
     from torch import nn
 
     train_dl, val_dl = _loaders(arrays, batched=lean)
-    model = _mlp(arrays["x_train"].shape[1], int(arrays["y_train"].max()) + 1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    model = _torch_model(arrays)
+    optimizer = torch.optim.Adam(model.parameters(), lr=TASK["lr"])
     criterion = nn.CrossEntropyLoss()
     trainer = create_supervised_trainer(model, optimizer, criterion)
     evaluator = create_supervised_evaluator(model, metrics={"accuracy": Accuracy(), "loss": Loss(criterion)})
@@ -313,8 +384,8 @@ def run_native_torch(arrays: dict[str, np.ndarray], epochs: int, batches: str = 
 
     t_call = time.perf_counter()
     xt, yt, xv, yv = _tensors(arrays)
-    model = _mlp(xt.shape[1], int(yt.max()) + 1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    model = _torch_model(arrays)
+    optimizer = torch.optim.Adam(model.parameters(), lr=TASK["lr"])
     if batches == "dataloader":
         train_dl, val_dl = _loaders(arrays)
     elif batches == "index":
@@ -354,6 +425,27 @@ def run_native_torch(arrays: dict[str, np.ndarray], epochs: int, batches: str = 
     return {"window_s": t1 - t0, "cpu_s": c1 - c0, "call_s": t1 - t_call, "steps": steps, "val_acc": acc}
 
 
+def _keras_cnn(keras: Any, in_shape: tuple[int, ...], n_out: int) -> Any:
+    """The digits_cnn.yaml model as a Keras user writes it: ``keras.Sequential`` on channels-last images
+    (Conv2D(same) -> BatchNormalization (torch's momentum 0.1 and eps 1e-5 in Keras's convention) -> ReLU ->
+    MaxPooling2D per channel entry, Flatten, Dense(relu) per hidden width, Dense)."""
+    m = TASK["model"]
+    layers: list[Any] = [keras.Input(in_shape)]
+    for width in m["channels"]:
+        layers.append(keras.layers.Conv2D(width, m["kernel_size"], padding="same", use_bias=not m["batch_norm"]))
+        if m["batch_norm"]:
+            layers.append(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5))
+        layers.append(keras.layers.ReLU())
+        if m["pool"] > 1:
+            layers.append(keras.layers.MaxPooling2D(m["pool"]))
+    layers.append(keras.layers.Flatten())
+    for width in m["hidden"]:
+        layers += [keras.layers.Dropout(m["dropout"])] * (m["dropout"] > 0)
+        layers.append(keras.layers.Dense(width, activation="relu"))
+    layers += [keras.layers.Dropout(m["dropout"])] * (m["dropout"] > 0) + [keras.layers.Dense(n_out)]
+    return keras.Sequential(layers)
+
+
 def run_native_keras(arrays: dict[str, np.ndarray], epochs: int, jit_compile: Any = "auto") -> dict[str, Any]:
     """What a Keras user writes (see the module docstring); runs in a worker with ``KERAS_BACKEND`` set."""
     import keras
@@ -376,16 +468,21 @@ def run_native_keras(arrays: dict[str, np.ndarray], epochs: int, jit_compile: An
             self.t1, self.c1 = time.perf_counter(), time.process_time()
 
     keras.utils.set_random_seed(SEED)
-    n_in, n_out = arrays["x_train"].shape[1], int(arrays["y_train"].max()) + 1
-    model = keras.Sequential([keras.Input((n_in,)), keras.layers.Dense(HIDDEN, activation="relu"),
-                              keras.layers.Dense(n_out)])
-    model.compile(optimizer=keras.optimizers.Adam(LR),
+    x_train, x_val = arrays["x_train"], arrays["x_val"]
+    n_out = int(arrays["y_train"].max()) + 1
+    if TASK["arch"] == "cnn":  # a Keras user's images are channels-last: N, H, W, C (converted before fit)
+        x_train, x_val = (np.ascontiguousarray(x.transpose(0, 2, 3, 1)) for x in (x_train, x_val))
+        model = _keras_cnn(keras, x_train.shape[1:], n_out)
+    else:
+        model = keras.Sequential([keras.Input((x_train.shape[1],)), keras.layers.Dense(HIDDEN, activation="relu"),
+                                  keras.layers.Dense(n_out)])
+    model.compile(optimizer=keras.optimizers.Adam(TASK["lr"]),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
                   jit_compile=jit_compile)
     window = Window()
     t0 = time.perf_counter()
-    history = model.fit(arrays["x_train"], arrays["y_train"], batch_size=BATCH, epochs=epochs, shuffle=True,
-                        validation_data=(arrays["x_val"], arrays["y_val"]), verbose=0, callbacks=[window])
+    history = model.fit(x_train, arrays["y_train"], batch_size=BATCH, epochs=epochs, shuffle=True,
+                        validation_data=(x_val, arrays["y_val"]), verbose=0, callbacks=[window])
     t1 = time.perf_counter()
     return {"window_s": window.t1 - window.t0, "cpu_s": window.c1 - window.c0, "call_s": t1 - t0,
             "steady_s": window.t1 - window.t_steady,
@@ -469,6 +566,8 @@ def _keras_guard() -> Callable[[], None]:
 
         det = tf_config.is_op_determinism_enabled()
         return lambda: (tf_config.enable_op_determinism() if det else tf_config.disable_op_determinism())
+    if keras.backend.backend() == "jax":  # no global switch the facade flips on JAX
+        return lambda: None
     return _torch_guard()
 
 
@@ -563,7 +662,21 @@ def _summarize(backend: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str,
 
 NATIVE = {"torch": run_native_torch, "lightning": run_native_lightning, "ignite": run_native_ignite}
 FLOOR = "torch"  # the backend every other backend's facade is compared with (the speed floor)
-KERAS = {"keras": "tensorflow", "keras-torch": "torch"}  # --backends name -> KERAS_BACKEND of its worker
+
+
+def _keras_names() -> dict[str, str]:
+    """--backends name -> KERAS_BACKEND of its worker: ``keras-<tensor backend>`` for each of the registry's
+    Keras variants (``unified compare``'s names), and ``keras`` (= Keras on TensorFlow, the older name)."""
+    from unified.registry import BUILTIN_BACKENDS
+
+    variant = BUILTIN_BACKENDS["keras"].variant
+    assert variant is not None
+    return {"keras": "tensorflow", **{f"keras-{v}": v for v in variant.choices}}
+
+
+KERAS = _keras_names()
+# XLA's CPU client on one thread (the torch and TensorFlow workers run on one thread too)
+JAX_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def keras_worker(name: str, args: argparse.Namespace, log: Callable[..., None]) -> dict[str, Any]:
@@ -577,6 +690,10 @@ def keras_worker(name: str, args: argparse.Namespace, log: Callable[..., None]) 
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         versions = {"tensorflow": tf.__version__}
+    elif kb == "jax":
+        import jax
+
+        versions = {"jax": jax.__version__, "XLA_FLAGS": os.environ.get("XLA_FLAGS")}
     else:
         import torch
 
@@ -603,11 +720,17 @@ def _run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="unified-overhead-worker-") as tmp:
         out = Path(tmp) / "worker.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--worker-out", str(out),
-               "--repeats", str(args.repeats), "--epochs", str(args.epochs)]
+               "--repeats", str(args.repeats), "--epochs", str(args.epochs), "--arch", args.arch]
         cmd += ["--no-diagnostic"] * args.no_diagnostic + ["--quiet"] * args.quiet
         env = dict(os.environ, KERAS_BACKEND=KERAS[name])
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner
-        rc = subprocess.run(cmd, env=env).returncode
+        if KERAS[name] == "jax":
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {JAX_ONE_THREAD}".strip()
+        try:
+            rc = subprocess.run(cmd, env=env, timeout=args.worker_timeout).returncode
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"{name}: the worker process did not finish within --worker-timeout "
+                             f"{args.worker_timeout:g}s; command: {' '.join(cmd)}") from None
         if rc != 0 or not out.exists():
             raise SystemExit(f"{name}: the worker process failed (exit code {rc}); command: {' '.join(cmd)}")
         return json.loads(out.read_text(encoding="utf-8"))
@@ -618,9 +741,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=7, help="measured runs per side and backend (default 7)")
     ap.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
     ap.add_argument("--backends", default="torch,lightning,ignite",
-                    help="comma-separated, from torch,lightning,ignite,keras,keras-torch (default "
-                         "torch,lightning,ignite); keras = Keras on TensorFlow, keras-torch = Keras on PyTorch; "
-                         "torch is added when a Keras backend is named without it (it is their floor)")
+                    help=f"comma-separated, from torch,lightning,ignite,{','.join(KERAS)} (default "
+                         "torch,lightning,ignite); keras-<tensor backend> = Keras on that tensor backend (keras = "
+                         "keras-tensorflow); torch is added when a Keras backend is named without it (their floor)")
+    ap.add_argument("--arch", choices=tuple(TASKS), default="mlp",
+                    help="mlp: digits MLP 64-128-10, Adam 1e-3 (default); cnn: the model, optimizer and data.shape of "
+                         "examples/digits_cnn.yaml (digits as 1x8x8 images), natives written with nn.Sequential "
+                         "(torch, Lightning, Ignite) and keras.Sequential on channels-last arrays (Keras)")
+    ap.add_argument("--worker-timeout", type=float, default=3600.0, metavar="S",
+                    help="seconds a Keras worker process may take before the benchmark gives up (default 3600)")
     ap.add_argument("--json", metavar="OUT", help="write the figures here")
     ap.add_argument("--no-diagnostic", action="store_true",
                     help="skip the diagnostic sides (native code with a batch-at-once loader on torch, lightning "
@@ -633,6 +762,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", choices=tuple(KERAS), help=argparse.SUPPRESS)  # internal: one Keras backend
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    global TASK
+    TASK = TASKS[args.arch]()
+    load_start = _loadavg()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     known = (*NATIVE, *KERAS)
     for b in backends:
@@ -704,13 +836,14 @@ def main(argv: list[str] | None = None) -> int:
             versions[mod] = "not installed"
     env = {"python": platform.python_version(), "torch": torch.__version__, **versions,
            "numpy": np.__version__, "torch_num_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-           "machine": platform.machine(), "epochs": args.epochs, "repeats": args.repeats, "batch_size": BATCH,
+           "machine": platform.machine(), "arch": args.arch, "task": TASK, "epochs": args.epochs,
+           "repeats": args.repeats, "batch_size": BATCH, "load_average_start": load_start,
            "train_samples": len(arrays["x_train"]), "val_samples": len(arrays["x_val"]), "keras_workers": keras_env}
 
     steps = results[backends[0]]["steps"]
-    print(f"Facade overhead: digits MLP [{HIDDEN}] relu, Adam lr {LR:g}, batch {BATCH}, {args.epochs} epochs "
+    print(f"Facade overhead: {TASK['label']}, Adam lr {TASK['lr']:g}, batch {BATCH}, {args.epochs} epochs "
           f"({steps} optimizer steps), validation every epoch, progress bars off.")
-    print(f"1 thread (torch.set_num_threads(1); TensorFlow intra/inter-op pools 1). Median of {args.repeats} runs "
+    print(f"1 thread (torch.set_num_threads(1); TensorFlow intra/inter-op pools 1; JAX: XLA_FLAGS {JAX_ONE_THREAD}). Median of {args.repeats} runs "
           f"per side, facade and native runs alternating, 1 warm-up round discarded. ms/step = (train-start hook "
           f"-> train-end hook) / optimizer steps: the same window on both sides (the facade's result.train_time_s).")
     kver = "".join(f", keras {e['keras']} on {e['keras_backend']}" + (f" {e['tensorflow']}" if "tensorflow" in e
@@ -718,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
                    for e in keras_env.values())
     print(f"torch {torch.__version__}, pytorch-lightning {versions['pytorch_lightning']}, pytorch-ignite "
           f"{versions['ignite']}{kver}, Python {platform.python_version()}, {os.cpu_count()} CPUs "
-          f"(load average at the end {_loadavg()}).")
+          f"(load average at the start {load_start}, at the end {_loadavg()}).")
     print()
     print("| backend | native ms/step | facade ms/step | facade / native | facade / torch-backend facade |")
     print("|---|---:|---:|---:|---:|")
@@ -764,10 +897,11 @@ def main(argv: list[str] | None = None) -> int:
                      f"ms/step, ratio {rn['steady_of_medians']:.2f} (paired {rn['steady_paired']:.2f}).")
         if "jit_compile" in r["native"]:
             resolved = r["native"]["jit_compile"]
+            facade_xla = KERAS.get(b) == "jax"  # adapters/keras.py: jit_compile only on JAX (where XLA is the engine)
             line += (f" Native compile(jit_compile='auto') resolved to model.jit_compile={resolved}"
-                     + (" (no XLA: Keras turns 'auto' off on a CPU-only TensorFlow machine and on torch), the facade's "
-                        "own setting, so the table compares the same non-XLA execution." if resolved == [False] else
-                        "; the facade compiles with jit_compile=False, so the two differ here (see native-xla)."))
+                     + (", as the facade's own setting, so the table compares the same execution (XLA on JAX, "
+                        "none on TensorFlow and torch)." if resolved == [facade_xla] else
+                        f"; the facade compiles with jit_compile={facade_xla}, so the two differ here."))
         if "native_lean" in r and b != FLOOR:
             rl = r["ratio_vs_native_lean"]
             line += (f" Diagnostic native-lean (batch-at-once loader like the facade's"
