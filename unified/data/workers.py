@@ -110,6 +110,8 @@ class _Slots:
             self.map = mmap.mmap(fd, self.count * self.size)
         finally:
             os.close(fd)
+        # deleted when the pass ends, else when this object goes, else at exit (a pass left suspended)
+        self._finalizer = weakref.finalize(self, _remove_slots, self.map, self.path)
 
     def read(self, slot: int, shape: tuple, dtype: str) -> np.ndarray:
         """A copy of the array a worker wrote into ``slot`` (the slot is free again afterwards)."""
@@ -118,12 +120,14 @@ class _Slots:
         return np.frombuffer(self.map, dtype=dt, count=count, offset=slot * self.size).reshape(shape).copy()
 
     def close(self) -> None:
-        try:
-            self.map.close()
-        except (BufferError, ValueError):  # pragma: no cover - a view still alive: the OS frees it with the file
-            pass
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        self._finalizer()
+
+
+def _remove_slots(map_: mmap.mmap, path: str) -> None:
+    with contextlib.suppress(BufferError, ValueError):  # a view still alive: the OS frees it with the file
+        map_.close()
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 _WORKER_MAP: dict[str, mmap.mmap] = {}  # in a worker: the slots file of the current pass
