@@ -391,3 +391,34 @@ def test_imagefolder_run_exports_verified_and_records_the_decoder(folder, tmp_pa
     p = Preprocess.load(run_dir)
     x = p.apply(load_image(Path(path).read_bytes(), size=p.image["size"], channels=p.image["channels"])[None])
     assert np.array_equal(x, ds.fetch("val", [0])[0])
+
+
+def test_fetched_train_loader_resumes_mid_epoch_with_that_epochs_augmentation(folder):
+    pytest.importorskip("torch")
+    from unified.adapters import torch_common as tc
+
+    ds = load_dataset(image_spec(folder, augment={"hflip": True, "crop_padding": 1}))
+    loader = tc.train_loader(_ctx(ds))
+    loader.sampler.resume_at(1, 3)  # what a checkpoint taken after epoch 2's third batch restores
+    got = [x.numpy() for x, _ in loader]
+    want = [ds.fetch("train", idx, 1)[0] for idx in ds.epoch_batches(1)[3:]]
+    assert len(got) == len(want) == ds.steps_per_epoch() - 3 and len(loader) == ds.steps_per_epoch()
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert np.array_equal(next(iter(loader))[0].numpy(), ds.fetch("train", ds.epoch_batches(2)[0], 2)[0])
+
+
+def test_slot_files_of_killed_runs_are_swept(monkeypatch):
+    from unified.data import workers
+
+    shm = workers._shm_dir()
+    if shm is None:
+        pytest.skip("no /dev/shm")
+    stale = Path(shm) / "unified-data-999999999-leftover"  # no process has that id
+    stale.write_bytes(b"x")
+    monkeypatch.setattr(workers, "_SWEPT", False)
+    slots = workers._Slots(2, 16)
+    try:
+        assert not stale.exists() and Path(slots.path).exists()
+    finally:
+        slots.close()
+    assert not Path(slots.path).exists()

@@ -99,10 +99,33 @@ def _shm_dir() -> Optional[str]:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
+_SWEPT = False
+
+
+def _sweep_stale() -> None:
+    """Delete slot files that killed runs left behind (their process is gone), once per process."""
+    global _SWEPT
+    if _SWEPT:
+        return
+    _SWEPT = True
+    import glob
+
+    for path in glob.glob(os.path.join(_shm_dir() or tempfile.gettempdir(), "unified-data-*")):
+        try:
+            pid = int(os.path.basename(path).split("-")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        except (ValueError, IndexError, PermissionError, OSError):
+            continue
+
+
 class _Slots:
     """A file of ``count`` slots of ``size`` bytes, mapped by the caller and (lazily) by each worker."""
 
     def __init__(self, count: int, size: int) -> None:
+        _sweep_stale()
         self.count, self.size = int(count), int(size)
         fd, self.path = tempfile.mkstemp(prefix=f"unified-data-{os.getpid()}-", dir=_shm_dir())
         try:
