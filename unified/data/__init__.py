@@ -10,8 +10,14 @@ Modules:
     tables: the csv and parquet readers.
     labels: label normalization, class encoding and decoding, regression targets.
     features: feature-matrix validation and standardization.
-    dataset: :class:`Split`, :class:`Dataset` (batch order), :func:`split_indices`.
+    dataset: :class:`Split`, :class:`Dataset` (batch order, ``fetch`` / ``iter_batches``), :func:`split_indices`.
     build: :func:`load_dataset`, :func:`dataset_from_arrays`.
+    images: :func:`~unified.data.images.load_image`, the one image decoder (training and serving).
+    imagefolder: the ``imagefolder:`` reader (class folders, header scan; nothing decoded up front).
+    stores: samples read per batch: memory-mapped arrays, image files.
+    augment: seeded train augmentation (random crop with padding, horizontal flip).
+    fetch: the job that turns a batch's part of a store into model input (here or in a worker).
+    workers: the processes that fetch upcoming batches ahead (``data.num_workers``).
 
 The names below load on first use, so ``import unified.data.sources`` (the scheme list) imports no numpy.
 """
