@@ -98,5 +98,13 @@ def _onnx(model: nn.Module, x: torch.Tensor, path: Path) -> str:
 
 
 def export(adapter: Any, fmt: str, out_dir: Path, pre: Any, example: np.ndarray) -> dict[str, Any]:
-    """The adapter-facing entry point: export the adapter's trained ``torch.nn.Module``."""
-    return export_module(adapter.native_model(), fmt, out_dir, pre, example)
+    """The adapter-facing entry point: export the adapter's trained ``torch.nn.Module`` (on the CPU, where the
+    example and the standardization live; a model trained on a GPU goes back there afterwards)."""
+    net = adapter.native_model()
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    if device.type == "cpu":
+        return export_module(net, fmt, out_dir, pre, example)
+    try:
+        return export_module(net.cpu(), fmt, out_dir, pre, example)
+    finally:
+        net.to(device)
