@@ -8,6 +8,7 @@ decoded, never at ``import unified``.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -33,6 +34,12 @@ def _pil():
     return Image
 
 
+def _reason(e: BaseException) -> str:
+    """Pillow's message without the in-memory file's repr (``<_io.BytesIO object at 0x...>``)."""
+    text = re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", str(e)).strip() or "truncated or corrupt data"
+    return f"{type(e).__name__}: {text}"
+
+
 def decode_image(image: "object", *, size: Optional[Sequence[int]], channels: int, where: str) -> np.ndarray:
     """An opened Pillow image -> ``uint8 [C, H, W]``: converted to ``channels``, resized to ``size`` (H, W).
 
@@ -50,8 +57,8 @@ def decode_image(image: "object", *, size: Optional[Sequence[int]], channels: in
             if img.size != (w, h):
                 img = img.resize((w, h), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{where}: cannot decode image ({e})", path="data.source") from None
+    except (OSError, ValueError, EOFError, SyntaxError) as e:
+        raise DataError(f"{where}: cannot decode image ({_reason(e)})", path="data.source") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
@@ -87,8 +94,8 @@ def load_image(src: Union[str, Path, bytes], *, size: Optional[Sequence[int]], c
                 arr = decode_image(img, size=size, channels=channels, where=name)
         except DataError:
             raise
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-            raise DataError(f"{name}: not a readable image ({type(e).__name__}: {e})", path="data.source") from None
+        except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as e:
+            raise DataError(f"{name}: not a readable image ({_reason(e)})", path="data.source") from None
     if not scale:
         return arr
     return arr.astype(np.float32) * np.float32(1.0 / 255.0)
