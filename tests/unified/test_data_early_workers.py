@@ -80,3 +80,45 @@ def test_in_ram_sources_start_no_workers_early(tmp_path):
         assert pool is not None and pool.started
     finally:
         pool.close()
+
+
+# -- image headers: PNG sizes read directly, everything else (and any doubt) through Pillow ----------------------
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "1", "I;16", "LA"])
+def test_png_sizes_read_directly_match_pillow(tmp_path, mode):
+    from PIL import Image
+
+    from unified.data.imagefolder import _png_size, image_sizes
+
+    for interlace in (0, 1):
+        f = tmp_path / f"{interlace}.png"
+        Image.new(mode, (7, 5)).save(f, interlace=interlace)
+        with Image.open(f) as img:
+            assert _png_size(str(f), Image.MAX_IMAGE_PIXELS) == img.size == (7, 5)
+        assert image_sizes([str(f)]) == [(7, 5)]
+
+
+def test_a_png_header_in_doubt_goes_to_pillow_and_is_refused_by_name(tmp_path):
+    from PIL import Image
+
+    from unified.data.imagefolder import _png_size, image_sizes
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (6, 4)).save(good)
+    jpeg = tmp_path / "photo.png"  # a JPEG under a .png name: Pillow identifies it
+    Image.new("RGB", (3, 2)).save(jpeg, format="JPEG")
+    bad_crc = tmp_path / "crc.png"
+    raw = bytearray(good.read_bytes())
+    raw[20] ^= 1  # the width's low byte: the IHDR CRC no longer matches
+    bad_crc.write_bytes(bytes(raw))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:20])
+    assert _png_size(str(good), None) == (6, 4)
+    assert _png_size(str(good), 23) is None  # more pixels than allowed: Pillow's decompression-bomb rule decides
+    for f in (jpeg, bad_crc, cut):
+        assert _png_size(str(f), None) is None
+    assert image_sizes([str(jpeg)]) == [(3, 2)]
+    for f in (bad_crc, cut):
+        with pytest.raises(DataError) as e:
+            image_sizes([str(good), str(f)])
+        assert str(f) in str(e.value) and "\n" not in str(e.value)
