@@ -78,7 +78,10 @@ def export(adapter: Any, fmt: str, out_dir: Path, pre: Any, example: np.ndarray)
     keras, kb = adapter.keras, adapter.kb
     if fmt not in formats_for(kb):
         raise NotSupportedError(f"format {fmt!r} is not available from Keras on {kb}")
-    model = serving_model(keras, adapter.native_model(), pre)
+    net, unrolled = adapter.native_model(), False
+    if fmt == "tflite":
+        net, unrolled = _tflite_net(keras, net, pre)
+    model = serving_model(keras, net, pre)
     model(np.ascontiguousarray(example, dtype=np.float32), training=False)  # Keras exports only called models
     path = out_dir / FILES[fmt]
     entry: dict[str, Any] = {"path": path.name, "files": [path.name], "input_name": INPUT_NAME,
@@ -88,16 +91,14 @@ def export(adapter: Any, fmt: str, out_dir: Path, pre: Any, example: np.ndarray)
             model.save(str(path))
             entry["exporter"] = f"keras.Model.save (keras {keras.__version__})"
         elif fmt == "onnx":
-            model.export(str(path), format="onnx", verbose=False)
-            _rename_onnx_output(path, OUTPUT_NAME)
-            entry["exporter"] = f"keras.Model.export(format='onnx') (keras {keras.__version__} on {kb})"
+            entry["exporter"] = _onnx(model, example, path, keras, kb)
         elif fmt == "savedmodel":
             model.export(str(path), format="tf_saved_model", verbose=False)
             entry["files"] = sorted(str(p.relative_to(out_dir)) for p in path.rglob("*") if p.is_file())
             entry["signature"] = "serving_default"
             entry["exporter"] = f"keras.Model.export(format='tf_saved_model') (keras {keras.__version__})"
         elif fmt == "tflite":
-            entry["exporter"] = _tflite(model, path, keras)
+            entry["exporter"] = _tflite(model, path, keras) + ("; recurrent layers unrolled" if unrolled else "")
         elif fmt == "torchscript":
             import torch
 
@@ -106,6 +107,49 @@ def export(adapter: Any, fmt: str, out_dir: Path, pre: Any, example: np.ndarray)
             traced.save(str(path))
             entry["exporter"] = f"torch.jit.trace of the Keras model (keras {keras.__version__} on torch)"
     return entry
+
+
+def _tflite_net(keras: Any, net: Any, pre: Any) -> tuple[Any, bool]:
+    """The network to convert to TFLite, and whether its time loops were unrolled.
+
+    TFLite's built-in ops cannot run the while loop of a recurrent layer over a dynamic batch (the converter
+    falls back to TensorFlow "Flex" ops, which the TFLite interpreter lacks). So a network with recurrent
+    layers (Keras's LSTM / GRU / SimpleRNN, alone or in Bidirectional, and the built-in archs' ``TorchRNN``)
+    is cloned with ``unroll=True`` on each of them, on an input of the run's fixed sample shape (the time
+    axis may be undefined in the user's model), and given the trained weights: the same function of the same
+    weights, as T copies of the cell instead of a loop. A network Keras cannot clone (a subclassed model) is
+    converted as it is.
+    """
+    config = _config_or_none(net)
+    if config is None or _unrolled(config) == config:
+        return net, False  # nothing recurrent (or unrolled already), or not clonable
+    inputs = keras.Input(tuple(int(d) for d in pre.sample_shape), dtype=net.inputs[0].dtype)
+
+    def clone(layer: Any) -> Any:
+        return layer.__class__.from_config(_unrolled(layer.get_config()))
+
+    try:
+        copy = keras.models.clone_model(net, input_tensors=inputs, clone_function=clone)
+        copy.set_weights(net.get_weights())
+    except (ValueError, TypeError, NotImplementedError, AttributeError):
+        return net, False
+    return copy, True
+
+
+def _config_or_none(net: Any) -> Any:
+    try:
+        return net.get_config() if getattr(net, "inputs", None) else None
+    except NotImplementedError:  # a subclassed model without get_config
+        return None
+
+
+def _unrolled(config: Any) -> Any:
+    """``config`` with every ``"unroll"`` option (at any depth: Bidirectional, nested models) set to True."""
+    if isinstance(config, dict):
+        return {k: (True if k == "unroll" else _unrolled(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_unrolled(v) for v in config]
+    return config
 
 
 def _tflite(model: Any, path: Path, keras: Any) -> str:
@@ -119,6 +163,49 @@ def _tflite(model: Any, path: Path, keras: Any) -> str:
         with open(path, "wb") as f:
             f.write(data)
         return f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
+
+
+def _onnx(model: Any, example: np.ndarray, path: Path, keras: Any, kb: str) -> str:
+    """``keras.Model.export(format="onnx")``; on the torch backend, torch.export if that fails.
+
+    On torch, Keras exports with a dynamic batch axis through torch's TorchScript-based exporter only, which
+    cannot export Keras's LayerNormalization there (its ``normalized_shape`` is read from the traced input
+    shape: "Failed to export a node ... because it is not constant"), so a transformer failed. The Keras model
+    is a ``torch.nn.Module`` there: torch.export (``dynamo=True``, a dynamic batch dimension) captures it, as
+    for Lightning / Ignite. Keras's exporter stays first: torch.export specializes the batch axis of Keras's
+    recurrent layers on torch (their Python loop reads the batch size).
+    """
+    try:
+        model.export(str(path), format="onnx", verbose=False)
+        _rename_onnx_output(path, OUTPUT_NAME)
+        return f"keras.Model.export(format='onnx') (keras {keras.__version__} on {kb})"
+    except Exception as e:  # noqa: BLE001 - whatever the exporter raises, torch.export is tried next
+        if kb != "torch":
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if path.exists():
+            path.unlink()
+    return f"{_onnx_on_torch(model, example, path)} of the Keras model (keras {keras.__version__} on torch; " \
+           f"keras.Model.export failed: {reason})"
+
+
+def _onnx_on_torch(model: Any, example: np.ndarray, path: Path) -> str:
+    """ONNX of a Keras model on the torch backend (a ``torch.nn.Module``) through the torch trainers' exporter."""
+    import torch
+
+    from unified.adapters.export_torch import _onnx as torch_onnx
+
+    class Forward(torch.nn.Module):  # forward(inputs): Keras's own forward(*args) hides the input from torch.export
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, inputs: Any) -> Any:
+            return self.net(inputs)
+
+    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.int64 if example.dtype == np.int64 else np.float32))
+    with torch.no_grad():
+        return torch_onnx(Forward(model), x, path)
 
 
 def _rename_onnx_output(path: Path, name: str) -> None:
