@@ -16,10 +16,11 @@ streamed over the train split: the whole file is read once), a 10% validation sp
 memory map at the end), a small ``cnn`` and ``trainer.max_steps``. While the run goes, the resident set of
 its process tree (the run and any ``data.num_workers`` processes) is sampled from ``/proc`` every 50 ms,
 with each process's own high-water mark (``VmHWM``, which catches a spike between samples); when it ends,
-the kernel's peak for the child (``ru_maxrss`` from ``os.wait4``) is read too. The files are written by
+the kernel's peak for the child (``ru_maxrss`` from ``os.wait4``) is read too; the tree's proportional set
+size (``Pss``: pages shared between the processes counted once) is sampled beside the RSS. The files are written by
 a separate process: a child's ``ru_maxrss`` starts from its parent's high-water mark at ``fork``, and
 writing 2 GB through a memory map would raise this process's to 2 GB (it did: every run then "peaked" at
-2170 MB). Target: the largest of the three < 1 GB for a 2 GB file. The page cache the file occupies is not the process's (it is
+2170 MB). Target: the largest of the three RSS figures < 1 GB for a 2 GB file. The page cache the file occupies is not the process's (it is
 reclaimable, shared, and not counted in RSS); the temporary folder is deleted at the end.
 """
 
@@ -89,10 +90,13 @@ metrics: [accuracy]
 """
 
 
-def _tree_rss(pid: int) -> tuple[int, int]:
-    """``(resident bytes, sum of peak resident bytes)`` of ``pid`` and every process below it, from
-    ``/proc/<pid>/status`` ``VmRSS`` / ``VmHWM`` (0 when gone). The second catches a spike between two samples
-    (each process's own high-water mark; summed, an upper bound of the tree's)."""
+def _tree_rss(pid: int) -> tuple[int, int, int]:
+    """``(resident bytes, sum of peak resident bytes, proportional set size)`` of ``pid`` and every process
+    below it (0 when gone): ``VmRSS`` / ``VmHWM`` from ``/proc/<pid>/status``, ``Pss`` from
+    ``/proc/<pid>/smaps_rollup``. ``VmHWM`` catches a spike between two samples (each process's own high-water
+    mark; summed, an upper bound of the tree's); ``Pss`` splits pages shared between processes (the
+    interpreter's and numpy's libraries, the batch slots in ``/dev/shm``) among them, where RSS counts them in
+    each: the tree's real footprint."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -103,7 +107,7 @@ def _tree_rss(pid: int) -> tuple[int, int]:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    rss = hwm = 0
+    rss = hwm = pss = 0
     todo = [pid]
     while todo:
         p = todo.pop()
@@ -117,7 +121,15 @@ def _tree_rss(pid: int) -> tuple[int, int]:
                         rss += int(line.split()[1]) * 1024
         except OSError:
             pass
-    return rss, hwm
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return rss, hwm, pss
 
 
 def run_one(backend: str, spec_path: Path, run_dir: Path, timeout: float) -> dict[str, Any]:
@@ -127,13 +139,13 @@ def run_one(backend: str, spec_path: Path, run_dir: Path, timeout: float) -> dic
     log = open(run_dir.parent / f"{backend}.log", "w+")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    peak = {"tree": 0, "hwm": 0}
+    peak = {"tree": 0, "hwm": 0, "pss": 0}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            rss, hwm = _tree_rss(proc.pid)
-            peak["tree"], peak["hwm"] = max(peak["tree"], rss), max(peak["hwm"], hwm)
+            rss, hwm, pss = _tree_rss(proc.pid)
+            peak["tree"], peak["hwm"], peak["pss"] = max(peak["tree"], rss), max(peak["hwm"], hwm), max(peak["pss"], pss)
             done.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -160,7 +172,7 @@ def run_one(backend: str, spec_path: Path, run_dir: Path, timeout: float) -> dic
     if (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
     return {"backend": backend, "exit": proc.returncode, "seconds": seconds,
-            "peak_tree_bytes": peak["tree"], "peak_hwm_bytes": peak["hwm"],
+            "peak_tree_bytes": peak["tree"], "peak_hwm_bytes": peak["hwm"], "peak_pss_bytes": peak["pss"],
             "ru_maxrss_bytes": usage.ru_maxrss * 1024 if usage else 0,
             "steps": summary.get("global_step", summary.get("steps")),
             "metrics": {k: v for k, v in (summary.get("final_metrics") or summary.get("metrics") or {}).items()
@@ -213,7 +225,8 @@ def main() -> None:
             results.append(r)
             line = (f"{b:18s} exit {r['exit']}  peak RSS {r['peak_tree_bytes'] / 2**20:5.0f} MB (process tree, "
                     f"sampled), {r['peak_hwm_bytes'] / 2**20:5.0f} MB (VmHWM), {r['ru_maxrss_bytes'] / 2**20:5.0f} MB "
-                    f"(ru_maxrss)  {r['seconds']:.0f} s  steps {r['steps']}  {r['metrics']}")
+                    f"(ru_maxrss), {r['peak_pss_bytes'] / 2**20:5.0f} MB (PSS, sampled)  {r['seconds']:.0f} s  "
+                    f"steps {r['steps']}  {r['metrics']}")
             print(line, flush=True)
             if r["exit"] != 0:
                 print(r["log_tail"])
@@ -222,7 +235,8 @@ def main() -> None:
     for r in results:
         worst = max(r["peak_tree_bytes"], r["peak_hwm_bytes"], r["ru_maxrss_bytes"])
         ok = "OK" if r["exit"] == 0 and worst < (1 << 30) else "MISS"
-        print(f"  {r['backend']:18s} peak {worst / 2**20:5.0f} MB (the largest of the three)  {ok}")
+        print(f"  {r['backend']:18s} peak {worst / 2**20:5.0f} MB (the largest RSS figure)  {ok};  "
+              f"PSS {r['peak_pss_bytes'] / 2**20:5.0f} MB")
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "results": results}, indent=1))
 
