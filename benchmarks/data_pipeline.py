@@ -21,7 +21,9 @@ scaling to float32 ``[0, 1]`` in channels-first batches of ``--batch-size``, shu
 
 ``--augment`` adds the train augmentation on every side: random crop with 4 px zero padding and a horizontal
 flip (facade ``data.augment: {crop_padding: 4, hflip: true}``; torchvision ``RandomCrop(padding=4)`` +
-``RandomHorizontalFlip``; ``tf.image`` pad + ``random_crop`` + ``random_flip_left_right``).
+``RandomHorizontalFlip``; ``tf.image`` pad + ``random_crop`` + ``random_flip_left_right``). ``--standardize``
+gives the facade ``data.standardize: true``: its setup then decodes the folder once (in the workers) for the
+per-channel statistics, and each batch is standardized; the other sides are left as they are.
 
 Method: each measurement is one fresh process (``--side``) that builds its pipeline (timed apart: ``setup``),
 then times one epoch from the first ``iter()`` to the last batch (worker start-up included where it happens
@@ -83,7 +85,7 @@ def run_facade(root: Path, a: argparse.Namespace) -> tuple[float, float, int]:
     from unified.spec import Spec
 
     data: dict[str, Any] = {"source": f"imagefolder:{root}", "image": {"size": [a.resize, a.resize], "channels": 3},
-                            "standardize": False, "val_fraction": 0.0, "test_fraction": 0.0,
+                            "standardize": a.standardize, "val_fraction": 0.0, "test_fraction": 0.0,
                             "batch_size": a.batch_size, "shuffle": True, "num_workers": a.workers}
     if a.augment:
         data["augment"] = {"crop_padding": PAD, "hflip": True}
@@ -227,7 +229,8 @@ def side_main(a: argparse.Namespace) -> None:
 # -- the driver ----------------------------------------------------------------------------------------
 def measure(side: str, root: Path, workers: int, a: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--side", side, "--root", str(root), "--workers", str(workers),
-           "--resize", str(a.resize), "--batch-size", str(a.batch_size)] + (["--augment"] if a.augment else [])
+           "--resize", str(a.resize), "--batch-size", str(a.batch_size)] + (["--augment"] if a.augment else []) \
+        + (["--standardize"] if a.standardize else [])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
     if proc.returncode != 0:
@@ -247,6 +250,8 @@ def main() -> None:
     p.add_argument("--workers", default="0,2", help="num_workers values, comma separated")
     p.add_argument("--repeats", type=int, default=7, help="timed rounds (after one warm-up round)")
     p.add_argument("--augment", action="store_true", help="random crop (padding 4) + horizontal flip on every side")
+    p.add_argument("--standardize", action="store_true",
+                   help="facade only: data.standardize: true (per-channel statistics streamed over the folder in setup)")
     p.add_argument("--sides", default=",".join(SIDES))
     p.add_argument("--root", help="image folder to write (kept) or reuse; default: a temporary folder")
     p.add_argument("--json", help="write the raw measurements here")
@@ -267,7 +272,7 @@ def main() -> None:
             print(f"wrote {a.n} PNGs ({a.size}x{a.size} RGB, {CLASSES} classes) to {root} in "
                   f"{time.perf_counter() - t:.1f} s")
         results: dict[str, Any] = {"n": a.n, "size": a.size, "resize": a.resize, "batch_size": a.batch_size,
-                                   "augment": a.augment, "runs": {}}
+                                   "augment": a.augment, "standardize": a.standardize, "runs": {}}
         kinds = {}
         for w in workers:
             runs: dict[str, list[dict]] = {s: [] for s in sides}
