@@ -82,12 +82,11 @@ def _np_eval_loss_sum(name: str, outputs: np.ndarray, targets: np.ndarray) -> fl
 class KerasAdapter(BackendAdapter):
     name = "keras"
     packages = ("keras", "tensorflow", "torch", "jax")
+    # precision:16-mixed: mixed_float16 + a LossScaleOptimizer with GradScaler's rule around the PyTorch-rule
+    # optimizer (keras_optim.TorchLossScaleOptimizer), on a GPU only (unified.devices refuses the CPU)
     features = BackendAdapter.features | {"scheduler", "accumulation", "gradient_clipping", "precision:bf16-mixed",
-                                          "distributed"}
+                                          "precision:16-mixed", "distributed"}
     devices_in_process = True  # trainer.devices > 1: replicas in this process (adapters/keras_replicas.py)
-    feature_notes = {"precision:16-mixed": "Keras's mixed_float16 needs its LossScaleOptimizer, which does not "
-                                           "compose with the PyTorch-rule optimizers, and Lightning refuses float16 "
-                                           "AMP on CPU; use trainer.precision: bf16-mixed"}
     exporter = "unified.adapters.export_keras"
     export_formats = frozenset({"onnx", "savedmodel", "keras", "tflite", "torchscript"})  # union; see below
 
@@ -151,11 +150,12 @@ class KerasAdapter(BackendAdapter):
             kb = resolve_keras_backend(spec.keras_backend)
             if why_not(kb) is None:
                 prepare_devices(kb, spec)
-        keras_devices.place(resolve_keras_backend(spec.keras_backend), self.select_placement(spec))  # GPUs hidden on cpu
+        self.placement = self.select_placement(spec)
+        keras_devices.place(resolve_keras_backend(spec.keras_backend), self.placement)  # GPUs hidden on cpu
         self.keras = keras = import_keras(spec.keras_backend)
         self.kb = keras.backend.backend()
         # devices > 1: the model, optimizer and metrics are built in the replicas' scope, and fit runs in it
-        self.replicas = Replicas(keras, tr.devices, spec) if tr.devices > 1 else None
+        self.replicas = Replicas(keras, tr.devices, self.placement) if tr.devices > 1 else None
         if self.replicas is not None and ctx.user_model is not None:
             raise NotSupportedError("fit(model=...) with trainer.devices > 1 on backend 'keras': the model must be "
                                     "built on the devices; pass it as model.factory (called inside the "
@@ -191,13 +191,14 @@ class KerasAdapter(BackendAdapter):
     def _build(self, ctx: RunContext, spec: Any, tr: Any) -> None:
         """The network, its wrapper and the optimizer, compiled (in the replicas' scope when devices > 1)."""
         keras = self.keras
-        # bf16-mixed: Keras's mixed_bfloat16 policy, set only while the network's layers are created (each
-        # layer keeps the policy it was built with), then restored, so it never leaks into a later run.
-        with _dtype_policy(keras, "mixed_bfloat16" if self.precision == "bf16-mixed" else None):
+        # bf16-mixed / 16-mixed: Keras's mixed_bfloat16 / mixed_float16 policy, set only while the network's
+        # layers are created (each layer keeps the policy it was built with), then restored, so it never leaks
+        # into a later run. Weights stay float32; 16-mixed outputs are cast to float32 (the loss, the metrics).
+        with _dtype_policy(keras, _POLICIES.get(self.precision)):
             self.net, self.kind = self._build_net()
         # A user's model ending in softmax / sigmoid trains on its probabilities (adapters/keras_outputs.py).
         self.probs = output_activation(keras, self.net) if self.kind == "keras" else None
-        self.model = _wrap(keras, self.net, self.replicas)
+        self.model = _wrap(keras, self.net, self.replicas, float32_out=self.precision == "16-mixed")
         sample_shape = getattr(ctx.dataset, "sample_shape", None) if ctx.dataset is not None else None
         if sample_shape is not None:
             dtype = np.int64 if getattr(ctx.dataset, "input_dtype", "float32") == "int64" else np.float32
@@ -214,6 +215,10 @@ class KerasAdapter(BackendAdapter):
         if tr.gradient_clip_norm is not None:
             step_kwargs["clip_norm"] = tr.gradient_clip_norm
         self.optimizer = make_keras_optimizer(spec.optimizer, **step_kwargs)
+        if self.precision == "16-mixed":  # float16 gradients need loss scaling (torch.amp.GradScaler's rule)
+            from unified.adapters.keras_optim import TorchLossScaleOptimizer
+
+            self.optimizer = TorchLossScaleOptimizer(self.optimizer)
         # TensorFlow / torch: no XLA (the order of float32 operations torch's CPU kernels use, see
         # keras_optim.py). JAX: the train step is one jax.jit function, as Keras runs it by default; without
         # it every operation of the step is dispatched on its own (~10x slower per step).
@@ -596,6 +601,9 @@ class KerasAdapter(BackendAdapter):
         return self.net
 
 
+_POLICIES = {"bf16-mixed": "mixed_bfloat16", "16-mixed": "mixed_float16"}  # trainer.precision -> Keras dtype policy
+
+
 class _dtype_policy:
     """Set Keras's global dtype policy to ``name`` inside the block (no-op for ``None``), then restore it."""
 
@@ -628,12 +636,15 @@ def _mlp(keras: Any, plan: ModelPlan) -> Any:
     return keras.Sequential(layers, name="mlp")
 
 
-def _wrap(keras: Any, net: Any, replicas: Optional[Replicas]) -> Any:
+def _wrap(keras: Any, net: Any, replicas: Optional[Replicas], float32_out: bool = False) -> Any:
     """A keras.Model around ``net`` that also reports the last batch's loss (``batch_loss`` in the logs).
 
     Keras logs the running mean of the epoch's loss; the facade logs each step's own loss, as the
     torch trainers do. Overriding ``compute_loss`` with a metric is the backend-neutral way (the
     pattern of Keras's own docs), so it works under tf.function, torch and JAX alike.
+
+    ``float32_out`` (16-mixed): the network's float16 outputs are cast to float32 (as torch's autocast
+    leaves the loss in float32), so the loss, the logged values and the metrics are float32.
     """
 
     jax_backend = keras.backend.backend() == "jax"
@@ -663,7 +674,8 @@ def _wrap(keras: Any, net: Any, replicas: Optional[Replicas]) -> Any:
             self.batch_loss = _LastValue()
 
         def call(self, x: Any, training: bool = False) -> Any:
-            return self.inner(x, training=training)
+            out = self.inner(x, training=training)
+            return keras.ops.cast(out, "float32") if float32_out else out
 
         def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
                          training: bool = True) -> Any:

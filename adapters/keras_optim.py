@@ -65,6 +65,12 @@ step above runs once, in cross-replica context, each assignment going to every r
 (``_apply_across_replicas``), so clipping sees the global gradient as torch's does after DDP's all-reduce. On
 JAX (``keras.distribution.DataParallel``) the step is one program over the global batch and nothing changes.
 
+``trainer.precision: 16-mixed`` (a GPU only): ``TorchLossScaleOptimizer``, Keras's ``LossScaleOptimizer`` with
+torch's ``GradScaler`` rule, wraps one of these. Keras scales the loss; the window's close unscales the summed
+gradient, checks it for inf/NaN (after TensorFlow's all-reduce), clips it unscaled, steps only when it is
+finite, and updates the scale, all in the graph (``_scaled_step``; a select on JAX and on the torch backend, no
+host sync). Measured: tests/adapters/test_keras_mixed.py.
+
 Hyper-parameter names are torch's (``betas``, ``eps``, ``alpha``, ``weight_decay``) except
 ``learning_rate``, which Keras's base class owns. The torch-style weight decay is stored as
 ``torch_weight_decay``; the Keras base class always receives ``weight_decay=None`` so it never applies its
@@ -83,7 +89,7 @@ from keras import ops
 
 from unified.adapters.base import window_closes
 
-__all__ = ["TorchSGD", "TorchAdam", "TorchAdamW", "TorchRMSprop", "make_keras_optimizer"]
+__all__ = ["TorchSGD", "TorchAdam", "TorchAdamW", "TorchRMSprop", "TorchLossScaleOptimizer", "make_keras_optimizer"]
 
 
 def _f32(x: float) -> float:
@@ -279,11 +285,12 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(var_list)
+        count = "int32" if keras.backend.backend() == "jax" else "int64"  # JAX has no int64 without x64
         if self.accumulate > 1:
             self._grad_sums = [self.add_variable_from_reference(v, name="grad_sum") for v in var_list]
-            count = "int32" if keras.backend.backend() == "jax" else "int64"  # JAX has no int64 without x64
             self._micro_batches = self.add_variable(shape=(), dtype=count, initializer="zeros",
                                                     name="micro_batches")
+        if self.accumulate > 1 or self._scaler() is not None:  # steps taken (a skipped overflow step is none)
             self._updates = self.add_variable(shape=(), dtype=count, initializer="zeros", name="updates")
 
     @property
@@ -296,7 +303,11 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         replica = _tf_replica_of_many() if self._on_tf else None  # traced once on TF; no work per step elsewhere
         if replica is not None:
             return self._apply_across_replicas(replica, grads, trainable_variables)
+        scaler = self._scaler()
         if self.accumulate == 1:
+            if scaler is not None:  # 16-mixed: grads are scaled by the loss scale
+                return self._scaled_step([ops.cast(_dense(g, v), v.dtype) for g, v in zip(grads, trainable_variables)],
+                                         trainable_variables, scaler)
             if self.clip_norm is not None:
                 grads = self._clip_total_norm([_dense(g, v) for g, v in zip(grads, trainable_variables)])
             return super()._backend_apply_gradients(grads, trainable_variables)
@@ -306,12 +317,15 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
 
         def step() -> None:
             total = [ops.add(s, g) for s, g in zip(sums, parts)]
-            if self.clip_norm is not None:
-                total = self._clip_total_norm(total)
-            _TorchRuleOptimizer._base_apply(self, total, trainable_variables)
+            if scaler is not None:
+                self._scaled_step(total, trainable_variables, scaler)
+            else:
+                if self.clip_norm is not None:
+                    total = self._clip_total_norm(total)
+                _TorchRuleOptimizer._base_apply(self, total, trainable_variables)
+                self._updates.assign_add(1)
             for s in sums:
                 s.assign(ops.zeros(s.shape, dtype=s.dtype))
-            self._updates.assign_add(1)
 
         def add() -> None:
             for s, g in zip(sums, parts):
@@ -370,20 +384,67 @@ class _TorchRuleOptimizer(keras.optimizers.Optimizer):
         step is computed on every micro-batch with the window's summed gradient and its results are kept
         only when the window closes (``where(last, new, old)``: a select, the kept values are bit-exact).
         """
-        own = {id(s) for s in sums} | {id(self._micro_batches), id(self._updates)}
-        kept = [v for v in self.variables if id(v) not in own]  # slots, learning rate, iterations
-        old_params = [v.value for v in trainable_variables]
-        old_slots = [v.value for v in kept]
         total = [ops.add(s, g) for s, g in zip(sums, parts)]
-        grads = self._clip_total_norm(total) if self.clip_norm is not None else total
-        _TorchRuleOptimizer._base_apply(self, grads, trainable_variables)
-        for var, old in zip(trainable_variables, old_params):
-            var.assign(ops.where(last, var.value, old))
-        for var, old in zip(kept, old_slots):
-            var.assign(ops.where(last, var.value, old))
+        scaler = self._scaler()
+        if scaler is not None:  # 16-mixed: the window's step is skipped on an overflow, the scale moves when it closes
+            self._scaled_step(total, trainable_variables, scaler, closes=last)
+        else:
+            grads = self._clip_total_norm(total) if self.clip_norm is not None else total
+            self._kept_apply(last, grads, trainable_variables)
         for s, t in zip(sums, total):
             s.assign(ops.where(last, ops.zeros_like(t), t))
-        self._updates.assign_add(ops.cast(last, self._updates.dtype))
+
+    def _kept_apply(self, keep: Any, grads: list[Any], trainable_variables: list[Any]) -> None:
+        """torch's step with ``grads``, kept only where ``keep`` (a boolean tensor) holds: the step is computed
+        and its results selected (``where(keep, new, old)``, bit-exact), so the decision needs no host sync
+        and no branch that assigns variables (JAX's stateless step; the eager torch backend). ``iterations``
+        (``_updates``) counts the steps kept."""
+        own = {id(s) for s in getattr(self, "_grad_sums", ())} | {id(self._updates)}
+        if getattr(self, "_micro_batches", None) is not None:
+            own.add(id(self._micro_batches))
+        kept = [v for v in self.variables if id(v) not in own]  # slots, learning rate, iterations
+        # torch updates the tensors in place: keep copies (JAX arrays are immutable)
+        held = ops.copy if keras.backend.backend() == "torch" else (lambda t: t)
+        old_params = [held(v.value) for v in trainable_variables]
+        old_slots = [held(v.value) for v in kept]
+        _TorchRuleOptimizer._base_apply(self, grads, trainable_variables)
+        for var, old in zip(trainable_variables, old_params):
+            var.assign(ops.where(keep, var.value, old))
+        for var, old in zip(kept, old_slots):
+            var.assign(ops.where(keep, var.value, old))
+        self._updates.assign_add(ops.cast(keep, self._updates.dtype))
+
+    # -- 16-mixed: loss scaling with torch.amp.GradScaler's rule (TorchLossScaleOptimizer holds the scale) --------
+    def _scaler(self) -> Optional["TorchLossScaleOptimizer"]:
+        """The loss-scale optimizer wrapped around this one (``None`` without ``16-mixed``)."""
+        return self.__dict__.get("_loss_scaler")
+
+    def _scaled_step(self, scaled: list[Any], trainable_variables: list[Any], scaler: "TorchLossScaleOptimizer",
+                     closes: Any = None) -> None:
+        """One optimizer step from the loss-scaled gradient ``scaled`` (a window's sum), as torch's
+        ``scaler.unscale_(opt); clip_grad_norm_(...); scaler.step(opt); scaler.update()``: unscale, check every
+        element for inf/NaN, clip the *unscaled* gradient, step only when finite (a skipped step leaves the
+        weights, the slots and ``iterations`` as they were), then halve the scale on an overflow or double it
+        after ``dynamic_growth_steps`` finite steps. All in the graph: no host sync.
+
+        Args:
+            closes: JAX only: whether this micro-batch closes its window (a boolean tensor); ``None``: it does.
+        """
+        scale = scaler.dynamic_scale.value
+        grads = [ops.divide(g, ops.cast(scale, g.dtype)) for g in scaled]
+        finite = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads]))
+        if self.clip_norm is not None:
+            grads = self._clip_total_norm(grads)
+        keep = finite if closes is None else ops.logical_and(finite, closes)
+        if keras.backend.backend() == "tensorflow":  # in the graph (tf.function): a branch of its own
+            def take() -> None:
+                _TorchRuleOptimizer._base_apply(self, grads, trainable_variables)
+                self._updates.assign_add(1)
+
+            ops.cond(keep, take, lambda: None)
+        else:
+            self._kept_apply(keep, grads, trainable_variables)
+        scaler.update_scale(finite, closes)
 
     def _base_apply(self, grads: list[Any], trainable_variables: list[Any]) -> None:
         keras.optimizers.Optimizer._backend_apply_gradients(self, grads, trainable_variables)
@@ -654,6 +715,72 @@ class TorchRMSprop(_TorchRuleOptimizer):
         config = super().get_config()
         config.update({"alpha": self.alpha, "eps": self.eps, "momentum": self.momentum})
         return config
+
+
+@keras.saving.register_keras_serializable(package="unified")
+class TorchLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """``trainer.precision: 16-mixed``: Keras's ``LossScaleOptimizer`` around a PyTorch-rule optimizer, with the
+    rule of ``torch.amp.GradScaler`` (init scale 2**16, x0.5 on an overflow, x2 after 2000 finite steps).
+
+    Keras's trainers scale the loss through :meth:`scale_loss` (its ``dynamic_scale`` variable) on every
+    backend, as for any ``LossScaleOptimizer``; the rest happens where the window and the replicas are known,
+    in the inner optimizer's step (``_TorchRuleOptimizer._scaled_step``), which Keras's own ``apply`` cannot
+    do: it would check and skip per micro-batch (a skipped micro-batch would drop out of its accumulation
+    window and shift every later window), before TensorFlow's all-reduce, and clip before unscaling. Here, as
+    torch's AMP recipe: micro-batches accumulate scaled gradients; when the window closes the sum is unscaled,
+    checked for inf/NaN (after the replicas' all-reduce), clipped unscaled, and the step is taken only when
+    finite (else the weights, the slots and ``iterations`` stay); then the scale is updated, once per window.
+    The scale and its growth counter are optimizer variables, so checkpoints carry them.
+
+    Args:
+        inner_optimizer: a ``TorchSGD`` / ``TorchAdam`` / ``TorchAdamW`` / ``TorchRMSprop``.
+        initial_scale: torch's ``init_scale``.
+        dynamic_growth_steps: torch's ``growth_interval``.
+    """
+
+    def __init__(self, inner_optimizer: Any, initial_scale: float = 2.0 ** 16, dynamic_growth_steps: int = 2000,
+                 name: Optional[str] = None, **kwargs: Any) -> None:
+        if not isinstance(inner_optimizer, _TorchRuleOptimizer):
+            raise ValueError(f"TorchLossScaleOptimizer wraps a PyTorch-rule optimizer (TorchSGD, TorchAdam, ...), "
+                             f"got {type(inner_optimizer).__name__}")
+        if inner_optimizer.built:
+            raise ValueError("wrap the optimizer before it is built (its step counter depends on loss scaling)")
+        super().__init__(inner_optimizer, initial_scale=initial_scale, dynamic_growth_steps=dynamic_growth_steps,
+                         name=name, **kwargs)
+        # A plain attribute (no tracking: TensorFlow's AutoTrackable would make the pair a dependency cycle).
+        object.__setattr__(inner_optimizer, "_loss_scaler", self)
+
+    def apply(self, grads: Any, trainable_variables: Any = None) -> None:
+        """Hand the *scaled* gradients to the inner optimizer; its step unscales, checks, skips and updates
+        the scale (see the class doc). In TensorFlow's replica context as well (its step all-reduces first)."""
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        self.inner_optimizer.apply(grads, trainable_variables)
+
+    def stateless_apply(self, optimizer_variables: Any, grads: Any, trainable_variables: Any) -> Any:
+        # JAX: the base optimizer's stateless_apply (a StatelessScope over every variable, then apply()), not
+        # LossScaleOptimizer's (which unscales and checks per call, before the inner optimizer's window).
+        return keras.optimizers.Optimizer.stateless_apply(self, optimizer_variables, grads, trainable_variables)
+
+    def update_scale(self, finite: Any, closes: Any = None) -> None:
+        """torch's ``GradScaler.update()`` (``_amp_update_scale_``) with selects: no branch, no host sync.
+
+        Args:
+            finite: whether the step's unscaled gradient was finite (a boolean tensor).
+            closes: JAX only: whether the window closed (else the scale and counter stay); ``None``: it did.
+        """
+        scale, counter = self.dynamic_scale.value, self.step_counter.value  # (JAX: the step's scope values)
+        grown = ops.add(counter, ops.ones_like(counter))
+        grow = ops.logical_and(finite, ops.greater_equal(grown, self.dynamic_growth_steps))
+        new_scale = ops.where(finite, ops.where(grow, ops.multiply(scale, 2.0), scale), ops.multiply(scale, 0.5))
+        new_counter = ops.where(ops.logical_and(finite, ops.logical_not(grow)), grown, ops.zeros_like(counter))
+        if closes is not None:
+            new_scale = ops.where(closes, new_scale, scale)
+            new_counter = ops.where(closes, new_counter, counter)
+        self.dynamic_scale.assign(ops.cast(new_scale, self.dynamic_scale.dtype))
+        self.step_counter.assign(ops.cast(new_counter, self.step_counter.dtype))
 
 
 def make_keras_optimizer(opt_spec: Any, *, learning_rate: Any = None, **kwargs: Any) -> keras.optimizers.Optimizer:

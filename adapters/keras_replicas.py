@@ -11,6 +11,10 @@
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) before JAX initialises its backends. The train
   step is one SPMD program over the global batch, sharded along the batch axis; XLA inserts the reductions.
 
+Which devices (:func:`pick_devices`, pure): on ``trainer.accelerator`` resolved to ``gpu``, the first N GPUs
+(TensorFlow ``/device:GPU:0`` .., JAX ``gpu:0`` ..), never a CPU device; on ``cpu``, the first N (logical) CPU
+devices, never a GPU. Nothing here has run on a GPU; the choice is tested with fake device listings.
+
 The same semantics as the torch backends' DDP: ``data.batch_size`` is the global batch, split over the
 replicas, and a step's loss is the **mean over the global batch**. Each sample carries the weight
 ``1 / len(global batch)`` and the replicas' losses are weighted *sums* (``reduction="sum"``), so the summed
@@ -29,7 +33,8 @@ Framework modules are imported lazily, only for ``devices > 1``.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+import dataclasses
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -106,32 +111,59 @@ def _jax_devices(jax: Any, spec: Any) -> list[Any]:
     return jax.devices("cpu")
 
 
+def pick_devices(placement: Any, listing: Sequence[tuple[str, str]]) -> list[str]:
+    """The names of the devices N replicas run on.
+
+    Args:
+        placement: the run's :class:`~unified.devices.Placement` (``accelerator`` ``cpu`` or ``gpu``, ``devices``).
+        listing: the framework's devices in its order, as ``(kind, name)`` pairs, kind ``cpu`` or ``gpu``
+            (case-insensitive): TensorFlow's logical devices ``("GPU", "/job:localhost/.../device:GPU:0")``,
+            JAX's ``("gpu", "gpu:0")``.
+
+    Returns:
+        The first ``placement.devices`` names of the placement's kind, in the listing's order.
+
+    Raises:
+        NotSupportedError: fewer devices of that kind than ``placement.devices`` (one line naming both).
+    """
+    kind = "gpu" if placement.on_gpu else "cpu"
+    names = [name for k, name in listing if k.lower() == kind]
+    if len(names) < placement.devices:
+        raise NotSupportedError(f"trainer.devices: {placement.devices} replicas on {kind} need {placement.devices} "
+                                f"{kind.upper()} devices, but only {len(names)} are visible "
+                                f"({', '.join(names) or 'none'})")
+    return names[: placement.devices]
+
+
 class Replicas:
     """The N replicas of one Keras run: the scope to build and train in, and the training stream's weights.
 
     Args:
         keras: the imported ``keras`` module.
         n: ``trainer.devices`` (> 1).
-        spec: the run's spec (``trainer.accelerator``).
+        placement: the run's :class:`~unified.devices.Placement` (GPUs on ``gpu``, CPU devices on ``cpu``).
     """
 
-    def __init__(self, keras: Any, n: int, spec: Any) -> None:
+    def __init__(self, keras: Any, n: int, placement: Any) -> None:
         self.keras, self.n = keras, int(n)
         self.kb = keras.backend.backend()
+        placement = dataclasses.replace(placement, devices=self.n)
         if self.kb == "tensorflow":
             import tensorflow as tf
 
-            gpus = tf.config.list_logical_devices("GPU")
-            kind = "GPU" if gpus and _wants_gpu(spec, lambda: len(gpus)) else "CPU"
-            names = [d.name for d in tf.config.list_logical_devices(kind)][: self.n]
-            # On CPU the default cross-device ops reduce through one device; say it explicitly.
-            ops = tf.distribute.ReductionToOneDevice() if kind == "CPU" else None
+            names = pick_devices(placement, [(d.device_type, d.name) for d in tf.config.list_logical_devices()])
+            # On CPU the default cross-device ops reduce through one device; say it explicitly. On GPUs
+            # MirroredStrategy picks its own (NCCL all-reduce where available).
+            ops = None if placement.on_gpu else tf.distribute.ReductionToOneDevice()
             self.strategy = tf.distribute.MirroredStrategy(devices=names, cross_device_ops=ops)
             self.devices = names
         elif self.kb == "jax":
             import jax
 
-            devs = _jax_devices(jax, spec)[: self.n]
+            platform = "gpu" if placement.on_gpu else "cpu"
+            found = {f"{d.platform}:{d.id}": d for d in jax.devices(platform)}  # keras.distribution's naming
+            names = pick_devices(placement, [(d.platform, name) for name, d in found.items()])
+            devs = [found[name] for name in names]
             self.distribution = keras.distribution.DataParallel(devices=devs)
             self.devices = [str(d) for d in devs]
         else:  # KerasAdapter.check_spec refuses it first

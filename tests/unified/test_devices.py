@@ -160,15 +160,72 @@ def test_torch_backends_take_16_mixed_on_a_gpu(torch_backend, make_spec, monkeyp
     assert (p.accelerator, p.devices, p.dist_backend) == ("gpu", 2, "nccl")
 
 
-def test_keras_still_refuses_16_mixed_on_a_gpu(make_spec, monkeypatch):
+def test_keras_takes_16_mixed_on_a_gpu(make_spec, monkeypatch):
+    """mixed_float16 + a LossScaleOptimizer (tests/adapters/test_keras_mixed.py runs it); on a GPU only."""
     if "keras" not in installed_backends():
         pytest.skip("keras is not installed")
     from unified.adapters.keras import KerasAdapter
 
+    assert "precision:16-mixed" in KerasAdapter.features
     monkeypatch.setattr(KerasAdapter, "gpu_probe", classmethod(lambda c, s: GpuProbe(1, "tensorflow", "fake")))
     spec = _spec(make_spec, precision="16-mixed")
-    with pytest.raises(NotSupportedError, match="16-mixed"):
+    KerasAdapter.check_spec(spec)
+    assert KerasAdapter.select_placement(spec).on_gpu
+    monkeypatch.setattr(KerasAdapter, "gpu_probe", classmethod(lambda c, s: GpuProbe(0, "tensorflow", "fake")))
+    with pytest.raises(SpecError, match=r"^trainer\.precision: '16-mixed' needs a GPU"):
         KerasAdapter.check_spec(spec)
+
+
+# -- Keras on several GPUs: which devices the replicas get (adapters/keras_replicas.py), with fake listings -----
+TF_LISTING = [("CPU", "/job:localhost/replica:0/task:0/device:CPU:0"),
+              ("GPU", "/job:localhost/replica:0/task:0/device:GPU:0"),
+              ("GPU", "/job:localhost/replica:0/task:0/device:GPU:1"),
+              ("GPU", "/job:localhost/replica:0/task:0/device:GPU:2")]
+
+
+def test_keras_replicas_pick_the_placements_devices():
+    from unified.adapters.keras_replicas import pick_devices
+
+    assert pick_devices(Placement("gpu", 2), TF_LISTING) == [TF_LISTING[1][1], TF_LISTING[2][1]]
+    cpus = [("cpu", f"cpu:{i}") for i in range(3)] + [("gpu", "gpu:0"), ("gpu", "gpu:1")]
+    assert pick_devices(Placement("cpu", 2), cpus) == ["cpu:0", "cpu:1"]  # GPUs visible, accelerator: cpu
+    assert pick_devices(Placement("gpu", 2), cpus) == ["gpu:0", "gpu:1"]  # never a CPU device on gpu
+    with pytest.raises(NotSupportedError, match=r"2 replicas on gpu need 2 GPU devices, but only 1 are visible"):
+        pick_devices(Placement("gpu", 2), [("cpu", "cpu:0"), ("cpu", "cpu:1"), ("gpu", "gpu:0")])
+    with pytest.raises(NotSupportedError, match="only 0 are visible"):
+        pick_devices(Placement("gpu", 2), cpus[:3])
+
+
+def test_keras_replicas_on_fake_gpus(monkeypatch):
+    """Replicas hand the strategy (TensorFlow) / the distribution (JAX) the first N GPUs of a (fake) listing."""
+    from types import SimpleNamespace
+
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed")
+    from unified.adapters.keras_replicas import Replicas
+
+    seen: dict = {}
+    if importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow as tf
+
+        devices = [SimpleNamespace(device_type=k, name=n) for k, n in TF_LISTING]
+        monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: devices)
+        monkeypatch.setattr(tf.distribute, "MirroredStrategy",
+                            lambda devices, cross_device_ops: seen.update(tf=(devices, cross_device_ops)))
+        tf_keras = SimpleNamespace(backend=SimpleNamespace(backend=lambda: "tensorflow"))
+        assert Replicas(tf_keras, 2, Placement("gpu", 2)).devices == [TF_LISTING[1][1], TF_LISTING[2][1]]
+        assert seen["tf"] == ([TF_LISTING[1][1], TF_LISTING[2][1]], None)  # MirroredStrategy's own GPU all-reduce
+    if importlib.util.find_spec("jax") is not None:
+        import jax
+
+        fakes = {p: [SimpleNamespace(platform=p, id=i) for i in range(3)] for p in ("cpu", "gpu")}
+        monkeypatch.setattr(jax, "devices", lambda platform=None: fakes[platform])
+        jax_keras = SimpleNamespace(backend=SimpleNamespace(backend=lambda: "jax"),
+                                    distribution=SimpleNamespace(DataParallel=lambda devices: seen.update(jax=devices)))
+        Replicas(jax_keras, 2, Placement("gpu", 2))
+        assert seen["jax"] == fakes["gpu"][:2]
+        Replicas(jax_keras, 3, Placement("cpu", 3))
+        assert seen["jax"] == fakes["cpu"]
 
 
 def test_a_backend_without_a_probe_is_cpu_only(make_spec):
