@@ -7,7 +7,7 @@
 
 A construct is counted once per occurrence (one report entry); the rate is converted / all entries of
 that rule. ``--run`` executes each original and each migrated script in a fresh process in a temporary
-folder (the corpus scripts use scikit-learn's bundled data only).
+folder (the corpus scripts use scikit-learn's bundled data and synthetic data they generate: no download).
 """
 
 from __future__ import annotations

@@ -128,14 +128,25 @@ def test_unified_export_from_run_dir(backend, make_spec, tmp_path, capsys):
     gap = np.abs(_run_artifact(fmt, run_dir / "export" / entry["path"], x) - trainer.predict(x)).max()
     assert gap < 1e-4
 
-    # a format this backend cannot give: exit 2 naming what it gives; the export directory is untouched
-    refused = next(f for f in ("savedmodel", "torchscript") if f not in load_adapter(backend).export_formats_for(
+    # a format this backend does not give: another installed backend that gives it rebuilds the built-in model
+    # from the portable weights (checked against this run's model first), else exit 2 naming what it gives
+    foreign = next(f for f in ("savedmodel", "torchscript") if f not in load_adapter(backend).export_formats_for(
         trainer.spec))
+    from unified.export.sources import _rebuilders
+
     before = sorted(p.name for p in (run_dir / "export").iterdir())
-    assert main(["export", str(run_dir), "--format", refused]) == 2
-    err = capsys.readouterr().err
-    assert f"export format {refused} is not available from backend {backend}" in err and "which gives onnx" in err
-    assert sorted(p.name for p in (run_dir / "export").iterdir()) == before
+    if not _rebuilders(trainer.spec, backend, [foreign]):
+        assert main(["export", str(run_dir), "--format", foreign]) == 2
+        err = capsys.readouterr().err
+        assert f"export format {foreign} is not available from backend {backend}" in err and "which gives onnx" in err
+        assert sorted(p.name for p in (run_dir / "export").iterdir()) == before
+        return
+    assert main(["export", str(run_dir), "--format", foreign, "--out", str(run_dir / "foreign")]) == 0, \
+        capsys.readouterr().err
+    entry = json.loads((run_dir / "foreign" / "manifest.json").read_text())["artifacts"][0]
+    assert entry["rebuilt_on"] and entry["verification"]["passed"]
+    gap = np.abs(_run_artifact(foreign, run_dir / "foreign" / entry["path"], x) - trainer.predict(x)).max()
+    assert gap < 1e-4
 
 
 def test_export_bad_inputs_exit_2(make_spec, tmp_path, capsys):

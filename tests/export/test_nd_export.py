@@ -141,6 +141,26 @@ def test_tflite_of_recurrent_archs(case, run_target, tmp_path):
         assert "recurrent layers unrolled" in entry["exporter"]
 
 
+def test_tflite_and_savedmodel_of_a_torch_run(run_target, tmp_path):
+    """A GRU trained on a torch trainer: `unified export RUN_DIR --format tflite,savedmodel,onnx` rebuilds the arch
+    on Keras/TensorFlow from the portable weights for the formats torch does not give (was: refused, exit 2),
+    checks the rebuild against the trained torch model, and every artifact matches the torch build."""
+    pytest.importorskip("tensorflow")
+    target = next((t for name in ("torch", "ignite", "lightning") for t in run_target.targets if t.name == name), None)
+    if target is None or not any(t.name == "keras-tensorflow" for t in run_target.targets):
+        pytest.skip("needs a torch trainer and Keras on TensorFlow")
+    Job = run_target.Job
+    runs = run_target.many([
+        Job(target, _spec("gru", tmp_path, max_epochs=1), name="run"),
+        Job(target, None, name="export", command=["export", "@run", "--format", "tflite,savedmodel,onnx"]),
+    ])
+    run_dir = runs["run"].ok().run_dir
+    runs["export"].ok()
+    entries = _check_artifacts(run_dir, "export", "gru", ["tflite", "savedmodel", "onnx"])
+    assert entries["tflite"]["rebuilt_on"] == entries["savedmodel"]["rebuilt_on"] == "keras on tensorflow"
+    assert "rebuilt_on" not in entries["onnx"]  # the run's own backend gives ONNX
+
+
 ND_FORMATS = ("onnx", "savedmodel")
 
 

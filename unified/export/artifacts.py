@@ -106,7 +106,8 @@ def _exporter(adapter_cls: Any) -> Any:
 
 def export_model(adapter: Any, spec: Any, pre: Preprocess, probe: np.ndarray, probe_desc: str, formats: list[str],
                  out_dir: Union[str, os.PathLike[str]], *, verify: bool = True, tolerance: float = 1e-4,
-                 source: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                 source: Optional[dict[str, Any]] = None,
+                 rebuilt: Optional[dict[str, tuple[Any, Any, str]]] = None) -> dict[str, Any]:
     """Export ``adapter``'s trained model to ``formats`` in ``out_dir`` and return the manifest.
 
     Args:
@@ -120,14 +121,20 @@ def export_model(adapter: Any, spec: Any, pre: Preprocess, probe: np.ndarray, pr
         verify: reload and compare every artifact.
         tolerance: the largest accepted absolute output difference.
         source: run information for the manifest (``run_dir``, ``weights``, ...).
+        rebuilt: format -> (adapter, spec, label) for formats ``adapter``'s backend does not give, written by
+            another backend's adapter holding the same portable weights (a built-in arch rebuilt on Keras from
+            a torch run, for SavedModel / TFLite); its outputs must equal the trained model's within
+            ``tolerance`` before anything is written, and its artifacts are verified against the trained model.
 
     Raises:
-        VerificationError: an artifact differs from the trained model by more than ``tolerance``
-            (nothing is written).
+        VerificationError: an artifact (or a rebuilt model) differs from the trained model by more than
+            ``tolerance`` (nothing is written).
     """
     adapter_cls = type(adapter)
-    check_formats(adapter_cls, spec, formats, verify=verify)
-    exporter = _exporter(adapter_cls)
+    rebuilt = dict(rebuilt or {})
+    check_formats(adapter_cls, spec, [f for f in formats if f not in rebuilt], verify=verify)
+    for fmt, (other, other_spec, _) in rebuilt.items():
+        check_formats(type(other), other_spec, [fmt], verify=verify)
     out_dir = Path(out_dir)
     probe = np.ascontiguousarray(probe, dtype=np.int64 if pre.input_dtype == "int64" else np.float32)
     if list(probe.shape[1:]) != list(pre.sample_shape):
@@ -135,6 +142,12 @@ def export_model(adapter: Any, spec: Any, pre: Preprocess, probe: np.ndarray, pr
     if len(probe) < 2:  # a batch of 2+ keeps the batch axis dynamic in traced graphs
         probe = np.concatenate([probe, probe])
     reference = np.asarray(adapter.predict(pre.apply(probe)), dtype=np.float32)
+    for other, _, label in {id(v[0]): v for v in rebuilt.values()}.values():
+        got = np.asarray(other.predict(pre.apply(probe)), dtype=np.float64)
+        gap = float(np.abs(got - reference.astype(np.float64)).max()) if got.shape == reference.shape else float("inf")
+        if not gap <= tolerance:
+            raise VerificationError(f"the model rebuilt on {label} from the portable weights differs from the trained "
+                                    f"model by {gap:.3g} (above the tolerance {tolerance:g}); nothing was written")
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
@@ -145,8 +158,11 @@ def export_model(adapter: Any, spec: Any, pre: Preprocess, probe: np.ndarray, pr
         entries = []
         for fmt in formats:
             start = time.perf_counter()
-            info = exporter.export(adapter, fmt, tmp, pre, probe[:2])
+            by, label = (rebuilt[fmt][0], rebuilt[fmt][2]) if fmt in rebuilt else (adapter, None)
+            info = _exporter(type(by)).export(by, fmt, tmp, pre, probe[:2])
             entry: dict[str, Any] = {"format": fmt, **info, "export_time_s": round(time.perf_counter() - start, 3)}
+            if label is not None:
+                entry["rebuilt_on"] = label
             entry["verification"] = _verify(fmt, tmp, entry, probe, reference, tolerance, probe_desc) if verify \
                 else {"verified": False, "passed": None, "tolerance": tolerance}
             entry["runtime"] = entry["verification"].pop("runtime", None)

@@ -97,7 +97,9 @@ def export_run_dir(run_dir: Union[str, os.PathLike[str]], formats: Union[str, li
     adapter_cls = load_adapter(backend)
     from unified.export.artifacts import check_formats
 
-    check_formats(adapter_cls, spec, fmts, verify=verify)
+    foreign = [f for f in fmts if f not in adapter_cls.export_formats_for(spec)]
+    rebuild_on = _rebuilders(spec, backend, foreign) if foreign and spec.model.arch is not None else {}
+    check_formats(adapter_cls, spec, [f for f in fmts if f not in rebuild_on], verify=verify)
     weights_path = _weights_file(root, weights)
 
     dataset, data_note = None, None
@@ -132,7 +134,26 @@ def export_run_dir(run_dir: Union[str, os.PathLike[str]], formats: Union[str, li
     ctx = RunContext(spec=spec.resolved(scheduler=None), backend=backend, run_dir=root, events=None,  # type: ignore[arg-type]
                      metrics=[],
                      dataset=shape, plan=plan)  # type: ignore[arg-type]
-    adapter = adapter_cls(ctx)
+    adapter = _with_weights(adapter_cls(ctx), weights_path)
+    rebuilt: dict[str, tuple[Any, Any, str]] = {}
+    adapters: dict[str, tuple[Any, str]] = {}  # other backend -> (its adapter, label): one per backend
+    for fmt, (name, other_spec, other_cls) in rebuild_on.items():
+        if name not in adapters:
+            other_ctx = RunContext(spec=other_spec.resolved(scheduler=None), backend=name, run_dir=root,
+                                   events=None, metrics=[], dataset=shape, plan=plan)  # type: ignore[arg-type]
+            adapters[name] = (_with_weights(other_cls(other_ctx), weights_path), other_cls.label(other_spec))
+        rebuilt[fmt] = (adapters[name][0], other_spec, adapters[name][1])
+    source = {"run_dir": str(root), "name": spec.name, "backend": backend,
+              "keras_backend": get_entry(backend).variant_value(spec), "spec_hash": spec_hash(spec),
+              "weights": str(weights_path.relative_to(root)) if weights_path.is_relative_to(root) else str(weights_path),
+              "status": summary.get("status"), "model_from": pre.model_from}
+    out_dir = Path(out) if out is not None else root / "export"
+    return export_model(adapter, spec, pre, probe, desc, fmts, out_dir, verify=verify, tolerance=tolerance,
+                        source=source, rebuilt=rebuilt)
+
+
+def _with_weights(adapter: Any, weights_path: Path) -> Any:
+    """``adapter`` with the portable weights of ``weights_path`` loaded (SpecError when they do not fit)."""
     try:
         with np.load(weights_path) as npz:
             adapter.set_weights({k: npz[k] for k in npz.files})
@@ -140,13 +161,34 @@ def export_run_dir(run_dir: Union[str, os.PathLike[str]], formats: Union[str, li
         first = (str(e).strip().splitlines() or [""])[0]
         raise SpecError(f"{weights_path}: does not fit the model spec.yaml describes ({type(e).__name__}: {first})"
                         ) from None
-    source = {"run_dir": str(root), "name": spec.name, "backend": backend,
-              "keras_backend": get_entry(backend).variant_value(spec), "spec_hash": spec_hash(spec),
-              "weights": str(weights_path.relative_to(root)) if weights_path.is_relative_to(root) else str(weights_path),
-              "status": summary.get("status"), "model_from": pre.model_from}
-    out_dir = Path(out) if out is not None else root / "export"
-    return export_model(adapter, spec, pre, probe, desc, fmts, out_dir, verify=verify, tolerance=tolerance,
-                        source=source)
+    return adapter
+
+
+def _rebuilders(spec: Any, run_backend: str, wanted: list[str]) -> dict[str, tuple[str, Any, Any]]:
+    """format -> (backend, spec, adapter class) of another installed backend that gives it, for a built-in
+    arch (its portable weights load on every backend): a torch run's SavedModel / TFLite come from Keras.
+
+    The variant this process already uses (or would use) is tried first: Keras picks its tensor backend once
+    per process, so a format of another Keras backend is found only before Keras is imported.
+    """
+    from unified.registry import get_entry, installed_backends, load_adapter
+
+    found: dict[str, tuple[str, Any, Any]] = {}
+    for name in installed_backends():
+        if name == run_backend or all(f in found for f in wanted):
+            continue
+        entry = get_entry(name)
+        values: list[Optional[str]] = [None]
+        if entry.variant is not None:
+            values = list(dict.fromkeys([entry.variant.resolve(None), *entry.variant.installed_choices()]))
+        cls = load_adapter(name)
+        for value in values:
+            other = spec.resolved(backend=name, **({entry.variant.field: value} if entry.variant else {}))
+            gives = cls.export_formats_for(other)
+            for fmt in wanted:
+                if fmt in gives and fmt not in found:
+                    found[fmt] = (name, other, cls)
+    return found
 
 
 class _Shape:
