@@ -43,6 +43,8 @@ ND_LAYERS = {"Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "SeparableConv2D",
              "Reshape", "Embedding", "TimeDistributed", "Conv1DTranspose", "UpSampling2D", "MultiHeadAttention"}
 # Preprocessing layers taking strings: the facade feeds numeric arrays only.
 STRING_LAYERS = {"TextVectorization", "StringLookup"}
+# What a model can have that the facade cannot train (reported when the file fits it).
+MODEL_LIMITS = {"keras.model.string-input", "keras.model.per-step-output", "keras.model.multi-io"}
 FIT_UNSUPPORTED = {"steps_per_epoch", "validation_steps", "class_weight", "sample_weight", "initial_epoch",
                    "validation_freq", "validation_batch_size"}
 
@@ -104,9 +106,8 @@ class KerasRule(Rule):
         calls = [c for c in self.calls if self.receiver(c) in models
                  and self.method(c) in ("compile", "fit", "evaluate", "predict")]
         fits = [c for c in calls if self.method(c) == "fit"]
-        if not fits:
-            if not blocking:
-                self.findings = [f for f in self.findings if f.action != "converted"]
+        if not fits:  # nothing to migrate: only custom training loops are worth reporting
+            self.findings = [f for f in self.findings if f.action != "converted" and f.rule not in MODEL_LIMITS]
             return
         if blocking:
             for c in fits:
