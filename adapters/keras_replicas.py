@@ -161,7 +161,11 @@ class Replicas:
             import jax
 
             platform = "gpu" if placement.on_gpu else "cpu"
-            found = {f"{d.platform}:{d.id}": d for d in jax.devices(platform)}  # keras.distribution's naming
+            try:
+                listed = jax.devices(platform)
+            except RuntimeError:  # JAX has no such platform: pick_devices says none is visible
+                listed = []
+            found = {f"{d.platform}:{d.id}": d for d in listed}  # keras.distribution's naming
             names = pick_devices(placement, [(d.platform, name) for name, d in found.items()])
             devs = [found[name] for name in names]
             self.distribution = keras.distribution.DataParallel(devices=devs)

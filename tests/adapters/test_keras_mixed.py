@@ -39,6 +39,7 @@ if importlib.util.find_spec("keras") is None:
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = [kb for kb in ("tensorflow", "torch", "jax") if importlib.util.find_spec(kb) is not None]
 STEP_TOL = 1e-3  # |train/loss(16-mixed) - train/loss(32)| per step; measured <= 2.4e-4
+REPLICATED = ("tensorflow", "jax")  # Keras tensor backends with several devices (adapters/keras_replicas.py)
 
 SCRIPT = r'''
 # Keras 16-mixed checks for one tensor backend (run as: python -c SCRIPT <keras_backend> <out dir>); prints JSON.
@@ -74,6 +75,28 @@ def spec(precision, **trainer):
             "trainer": {"max_epochs": 2, "log_every_n_steps": 1, "progress_bar": False, "precision": precision,
                         "accumulate_grad_batches": 2, "gradient_clip_norm": 1.0, **trainer},
             "logging": {"dir": os.path.join(root, "runs")}}
+
+if len(sys.argv) > 3:  # N replicas (MirroredStrategy / DataParallel) on CPU devices standing in for N GPUs
+    import dataclasses
+
+    from unified.adapters import keras_replicas
+
+    n = int(sys.argv[3])
+    KerasAdapter.gpu_probe = classmethod(lambda c, s: GpuProbe(n, kb, "fake"))
+    pick = keras_replicas.pick_devices
+    keras_replicas.pick_devices = lambda p, listing: pick(dataclasses.replace(p, accelerator="cpu"), listing)
+    if kb == "jax":
+        import jax
+
+        cpu_devices = jax.devices
+        jax.devices = lambda platform=None: cpu_devices("cpu")
+    t = UnifiedTrainer(spec("16-mixed", devices=n), run_dir=os.path.join(root, "replicas"))
+    r = t.fit()
+    o = t._adapter.optimizer
+    print("RESULT " + json.dumps({"losses": losses(os.path.join(root, "replicas")), "val_loss": r.metrics["val/loss"],
+                                  "devices": t._adapter.replicas.devices, "scale": val(o.dynamic_scale),
+                                  "iterations": int(val(o.iterations))}))
+    sys.exit(0)
 
 # -- the run: float16 against float32 ---------------------------------------------------------------------
 for prec in ("32", "16-mixed"):
@@ -202,17 +225,19 @@ print("RESULT " + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Every backend's checks at once: keras backend -> (returncode, stderr, the script's JSON or None)."""
+    """Every backend's checks at once (and 2 replicas on tensorflow / jax): name -> (returncode, stderr, JSON)."""
     root = tmp_path_factory.mktemp("keras_mixed")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("KERAS_BACKEND", None)
+    jobs = {kb: [kb] for kb in BACKENDS}
+    jobs.update({f"{kb}-x2": [kb, "2"] for kb in BACKENDS if kb in REPLICATED})
     procs = {}
-    for kb in BACKENDS:
-        (root / kb).mkdir()
-        procs[kb] = subprocess.Popen([sys.executable, "-c", SCRIPT, kb, str(root / kb)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT),
-                                     start_new_session=True)
+    for name, args in jobs.items():
+        (root / name).mkdir()
+        procs[name] = subprocess.Popen([sys.executable, "-c", SCRIPT, args[0], str(root / name), *args[1:]],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                       cwd=str(ROOT), start_new_session=True)
     out = {}
     try:
         for kb, proc in procs.items():
@@ -294,3 +319,16 @@ def test_scale_grows_and_the_scaled_step_is_the_plain_step(results, kb):
     assert d["moved"]
     # clipping the scaled gradient instead of the unscaled one would differ by orders of magnitude
     assert d["exact_diff"] <= (1e-7 if kb == "jax" else 0.0), d["exact_diff"]
+
+
+@pytest.mark.parametrize("kb", [kb for kb in BACKENDS if kb in REPLICATED])
+def test_16_mixed_on_two_replicas_follows_one(results, kb):
+    """The loss-scale step on 2 replicas (CPU devices standing in for GPUs: the device choice is faked, the rest
+    is the GPU path): the unscale, the inf/NaN check and the scale update happen once, after the all-reduce."""
+    one, two = _of(results, kb)["16-mixed"], _of(results, f"{kb}-x2")
+    assert len(two["devices"]) == 2
+    assert two["scale"] == one["scale"] and two["iterations"] == one["iterations"] == 46
+    diff = max(abs(one["losses"][k] - two["losses"][k]) for k in one["losses"])
+    print(f"keras/{kb} 16-mixed, 2 replicas vs 1: max |train/loss diff| {diff:.3g}")
+    assert two["losses"].keys() == one["losses"].keys() and diff <= STEP_TOL
+    assert abs(two["val_loss"] - one["val_loss"]) <= 1e-3
