@@ -6,6 +6,9 @@ one afterwards (run that backend in another process: ``unified run --keras-backe
 
 ``trainer.devices > 1`` trains N replicas inside this process (TensorFlow's MirroredStrategy, JAX's
 keras.distribution.DataParallel): adapters/keras_replicas.py.
+
+``trainer.precision: 16-mixed`` (a GPU only, ``unified.devices``): the ``mixed_float16`` policy while the network is
+built, float32 outputs, and ``keras_optim.TorchLossScaleOptimizer`` around the PyTorch-rule optimizer.
 """
 
 from __future__ import annotations
