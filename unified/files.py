@@ -44,3 +44,21 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+def read_json_object(path: str | os.PathLike[str]) -> "dict[str, Any] | None":
+    """The JSON object in ``path``; None when the file is missing or holds something else than an object.
+
+    Raises:
+        SpecError: the file exists but cannot be read or parsed (the message names it).
+    """
+    from unified.errors import SpecError
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SpecError(f"{path}: cannot read ({e})") from None
+    return data if isinstance(data, dict) else None

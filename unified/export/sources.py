@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -12,6 +11,7 @@ import numpy as np
 from unified.errors import DataError, NotSupportedError, SpecError
 from unified.export.artifacts import export_model, parse_formats
 from unified.export.manifest import spec_hash
+from unified.files import read_json_object
 from unified.export.preprocess import Preprocess, probe_from_dataset, synthetic_probe
 from unified.registry import get_entry
 
@@ -87,7 +87,7 @@ def export_run_dir(run_dir: Union[str, os.PathLike[str]], formats: Union[str, li
     if not (root / "spec.yaml").is_file():
         raise SpecError(f"{root}: not a run directory (no spec.yaml)")
     spec = load_spec(root / "spec.yaml")
-    summary = _read_json(root / "summary.json") or {}
+    summary = read_json_object(root / "summary.json") or {}
     backend = summary.get("backend") or spec.backend
     if not backend:
         raise SpecError(f"{root}: neither summary.json nor spec.yaml names the backend")
@@ -230,12 +230,3 @@ def _weights_file(root: Path, weights: Optional[str]) -> Path:
                         path="--weights")
     return path
 
-
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise SpecError(f"{path}: cannot read ({e})") from None
-    return data if isinstance(data, dict) else None

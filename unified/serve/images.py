@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from unified.errors import DataError, SpecError
+from unified.files import read_json_object
 from unified.export.manifest import MANIFEST
 from unified.export.preprocess import PREPROCESS_FILE
 from unified.serve.tensors import BadRequest
@@ -86,13 +87,7 @@ def image_input(manifest: dict[str, Any], root: Optional[Path],
 
 def _preprocess_image(path: Path) -> Any:
     """The ``image`` entry of a ``preprocess.json`` (None when the file or the entry is missing)."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise SpecError(f"{path}: cannot read ({e})") from None
-    return data.get("image") if isinstance(data, dict) else None
+    return (read_json_object(path) or {}).get("image")
 
 
 def _checked(entry: Any, where: str, source: str, sample_shape: Sequence[Optional[int]]) -> ImageInput:
