@@ -415,7 +415,9 @@ def build_keras(keras: Any, plan: ArchPlan, *, unroll: bool = False) -> Any:
         plan: an :class:`unified.archs.ArchPlan`.
         unroll: lstm / gru only: unroll the time loop (no while loop in the graph). TFLite's built-in ops
             cannot convert the loop over a dynamic batch, so rebuild with ``unroll=True`` for that export
-            (and ``load_torch_weights`` the trained weights); the other archs ignore it.
+            (and ``load_torch_weights`` the trained weights); the other archs ignore it. The TFLite export
+            (``export_keras._tflite_net``) sets the same option through the layers' configs, so it also
+            reaches a model reloaded from ``.keras`` and the user's own Keras RNN layers.
 
     Returns:
         A functional model taking the canonical input (``N,C,H,W`` float32, ``N,T,F`` float32 or ``N,T``
