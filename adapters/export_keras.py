@@ -193,7 +193,7 @@ def _onnx_on_torch(model: Any, example: np.ndarray, path: Path) -> str:
     """ONNX of a Keras model on the torch backend (a ``torch.nn.Module``) through the torch trainers' exporter."""
     import torch
 
-    from unified.adapters.export_torch import _onnx as torch_onnx
+    from unified.adapters.export_torch import onnx_export
 
     class Forward(torch.nn.Module):  # forward(inputs): Keras's own forward(*args) hides the input from torch.export
         def __init__(self, net: Any) -> None:
@@ -205,7 +205,7 @@ def _onnx_on_torch(model: Any, example: np.ndarray, path: Path) -> str:
 
     x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.int64 if example.dtype == np.int64 else np.float32))
     with torch.no_grad():
-        return torch_onnx(Forward(model), x, path)
+        return onnx_export(Forward(model), x, path)
 
 
 def _rename_onnx_output(path: Path, name: str) -> None:

@@ -69,7 +69,7 @@ def export_module(net: nn.Module, fmt: str, out_dir: Path, pre: Any, example: np
     with _eval(net), torch.no_grad():
         wrapped.eval()
         if fmt == "onnx":
-            how = _onnx(wrapped, x, path)
+            how = onnx_export(wrapped, x, path)
         else:
             with quiet():
                 traced = torch.jit.trace(wrapped, (x,), check_trace=False)
@@ -79,7 +79,7 @@ def export_module(net: nn.Module, fmt: str, out_dir: Path, pre: Any, example: np
             "exporter": how}
 
 
-def _onnx(model: nn.Module, x: torch.Tensor, path: Path) -> str:
+def onnx_export(model: nn.Module, x: torch.Tensor, path: Path) -> str:
     """torch.export-based ONNX (dynamo=True, needs onnxscript); the TorchScript-based exporter if that fails."""
     try:
         with quiet():
