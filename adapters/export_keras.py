@@ -78,7 +78,7 @@ def export(adapter: Any, fmt: str, out_dir: Path, pre: Any, example: np.ndarray)
     keras, kb = adapter.keras, adapter.kb
     if fmt not in formats_for(kb):
         raise NotSupportedError(f"format {fmt!r} is not available from Keras on {kb}")
-    net, unrolled = adapter.native_model(), False
+    net, unrolled = adapter.float32_model(), False  # float32 compute of the trained weights (mixed precision too)
     if fmt == "tflite":
         net, unrolled = _tflite_net(keras, net, pre)
     model = serving_model(keras, net, pre)
@@ -107,6 +107,20 @@ def export(adapter: Any, fmt: str, out_dir: Path, pre: Any, example: np.ndarray)
             traced.save(str(path))
             entry["exporter"] = f"torch.jit.trace of the Keras model (keras {keras.__version__} on torch)"
     return entry
+
+
+def float32_predict(adapter: Any, x: np.ndarray) -> np.ndarray:
+    """The outputs of the network :func:`export` writes (float32 compute of the trained weights) on model inputs
+    ``x`` (standardized): the reference its artifacts are verified against when the run trained in mixed precision.
+    """
+    keras = adapter.keras
+    adapter.sync_state()
+    net = adapter.float32_model()
+    outs = []
+    for i in range(0, len(x), 1024):
+        xb = np.ascontiguousarray(x[i:i + 1024], dtype=np.int64 if np.asarray(x).dtype == np.int64 else np.float32)
+        outs.append(np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(net(xb, training=False), "float32"))))
+    return np.concatenate(outs) if outs else np.zeros((0,), dtype=np.float32)
 
 
 def _tflite_net(keras: Any, net: Any, pre: Any) -> tuple[Any, bool]:

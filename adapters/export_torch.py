@@ -97,6 +97,17 @@ def onnx_export(model: nn.Module, x: torch.Tensor, path: Path) -> str:
     return f"torch.onnx.export(dynamo=False) (torch {torch.__version__}; dynamo failed: {reason})"
 
 
+def float32_predict(adapter: Any, x: np.ndarray) -> np.ndarray:
+    """The outputs of the module :func:`export` writes on model inputs ``x`` (standardized): the trained float32
+    weights computing in float32, outside the training's autocast (the reference the artifacts of a
+    ``bf16-mixed`` / ``16-mixed`` run are verified against; the exporters trace outside autocast too)."""
+    from unified.adapters.torch_common import predict
+
+    net = adapter.native_model()
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    return predict(net, x, device=device)
+
+
 def export(adapter: Any, fmt: str, out_dir: Path, pre: Any, example: np.ndarray) -> dict[str, Any]:
     """The adapter-facing entry point: export the adapter's trained ``torch.nn.Module`` (on the CPU, where the
     example and the standardization live; a model trained on a GPU goes back there afterwards)."""

@@ -603,6 +603,59 @@ class KerasAdapter(BackendAdapter):
     def native_model(self) -> Any:
         return self.net
 
+    def float32_model(self) -> Any:
+        """The trained network computing in float32 (what export writes): ``self.net`` when trained in float32.
+
+        Under ``bf16-mixed`` / ``16-mixed`` each layer keeps its mixed dtype policy (bfloat16 / float16 compute,
+        float32 variables); the export is a float32 graph of the same float32 weights, as Lightning's
+        ``to_onnx`` of an autocast-trained model. Built-in archs are built again without the policy and given
+        the trained weights; a user's Keras model is cloned with every layer's ``dtype`` set to float32 and
+        the weights copied (a model Keras cannot clone, a subclassed one, raises NotSupportedError).
+        """
+        if self.precision == "32" or self.kind == "torch":  # a torch.nn.Module trains in float32 only
+            return self.net
+        keras = self.keras
+        with _dtype_policy(keras, "float32"):
+            if self.kind == "arch":
+                from unified.adapters.keras_archs import build_keras, load_torch_weights
+
+                net = build_keras(keras, self.ctx.plan)
+                load_torch_weights(net, self.get_weights())
+                return net
+            self.sync_state()
+            try:
+                if self.kind == "plan":
+                    net = _mlp(keras, self.ctx.plan)
+                    net.build((None, *self.ctx.dataset.sample_shape))
+                else:
+                    net = keras.models.clone_model(
+                        self.net, clone_function=lambda layer: layer.__class__.from_config(
+                            _float32_config(layer.get_config())))
+                net.set_weights(self.net.get_weights())
+            except (ValueError, TypeError, NotImplementedError, AttributeError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise NotSupportedError(f"cannot export the {self.precision} Keras model as float32: Keras cannot "
+                                        f"clone it with a float32 dtype policy ({type(e).__name__}: {first}); "
+                                        f"build it from layers (functional / Sequential) or train with "
+                                        f"trainer.precision: '32'") from None
+        return net
+
+
+def _float32_config(config: Any) -> Any:
+    """A layer config with every mixed dtype policy (at any depth: wrappers, nested models) set to float32."""
+    if isinstance(config, dict):
+        return {k: "float32" if k == "dtype" and _mixed_policy(v) else _float32_config(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_config(v) for v in config]
+    return config
+
+
+def _mixed_policy(value: Any) -> bool:
+    """Whether a config's ``dtype`` entry is a mixed policy (a name or a serialized ``DTypePolicy``)."""
+    if isinstance(value, dict):
+        value = value.get("config", {}).get("name") if isinstance(value.get("config"), dict) else None
+    return isinstance(value, str) and value.startswith("mixed_")
+
 
 _POLICIES = {"bf16-mixed": "mixed_bfloat16", "16-mixed": "mixed_float16"}  # trainer.precision -> Keras dtype policy
 

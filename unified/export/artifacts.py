@@ -27,7 +27,7 @@ import numpy as np
 from unified.errors import BackendUnavailableError, NotSupportedError, SpecError, VerificationError
 from unified.export.manifest import MANIFEST, build_manifest
 from unified.export.preprocess import Preprocess
-from unified.export.runtimes import load_runner, runtime_missing
+from unified.export.runtimes import RUNTIMES, load_runner, runtime_missing
 from unified.files import atomic_write_json
 
 FORMATS = ("onnx", "torchscript", "savedmodel", "keras", "tflite")
@@ -141,9 +141,9 @@ def export_model(adapter: Any, spec: Any, pre: Preprocess, probe: np.ndarray, pr
         raise SpecError(f"probe batch must be [n, {', '.join(map(str, pre.sample_shape))}], got shape {probe.shape}")
     if len(probe) < 2:  # a batch of 2+ keeps the batch axis dynamic in traced graphs
         probe = np.concatenate([probe, probe])
-    reference = np.asarray(adapter.predict(pre.apply(probe)), dtype=np.float32)
-    for other, _, label in {id(v[0]): v for v in rebuilt.values()}.values():
-        got = np.asarray(other.predict(pre.apply(probe)), dtype=np.float64)
+    reference, ref_desc, precision = _reference(adapter, spec, pre.apply(probe))
+    for other, other_spec, label in {id(v[0]): v for v in rebuilt.values()}.values():
+        got = np.asarray(_float32_forward(other, other_spec, pre.apply(probe)), dtype=np.float64)
         gap = float(np.abs(got - reference.astype(np.float64)).max()) if got.shape == reference.shape else float("inf")
         if not gap <= tolerance:
             raise VerificationError(f"the model rebuilt on {label} from the portable weights differs from the trained "
@@ -165,10 +165,11 @@ def export_model(adapter: Any, spec: Any, pre: Preprocess, probe: np.ndarray, pr
                 entry["rebuilt_on"] = label
             entry["verification"] = _verify(fmt, tmp, entry, probe, reference, tolerance, probe_desc) if verify \
                 else {"verified": False, "passed": None, "tolerance": tolerance}
+            entry["verification"]["reference"] = ref_desc
             entry["runtime"] = entry["verification"].pop("runtime", None)
             entries.append(entry)
         manifest = build_manifest(pre=pre, out_shape=tuple(reference.shape[1:]), source=dict(source or {}),
-                                  versions=_versions(adapter_cls), artifacts=entries)
+                                  versions=_versions(adapter_cls), artifacts=entries, precision=precision)
         failed = [e for e in entries if e["verification"].get("passed") is False]
         if failed:
             raise VerificationError("; ".join(_failure(e) for e in failed) + "; nothing was written")
@@ -180,11 +181,50 @@ def export_model(adapter: Any, spec: Any, pre: Preprocess, probe: np.ndarray, pr
     return manifest
 
 
+def _float32_forward(adapter: Any, spec: Any, x: np.ndarray) -> np.ndarray:
+    """What the exported artifact computes on model inputs ``x``: the trained weights in float32.
+
+    A run trained in float32 predicts exactly that; a mixed-precision run (``bf16-mixed`` / ``16-mixed``: autocast
+    on torch, a mixed dtype policy on Keras) predicts in lower precision, and its exporter module gives the
+    float32 forward (``float32_predict``), the same function of the same float32 master weights it exports.
+    """
+    if spec.trainer.precision == "32":
+        return np.asarray(adapter.predict(x), dtype=np.float32)
+    return np.asarray(_exporter(type(adapter)).float32_predict(adapter, x), dtype=np.float32)
+
+
+def _reference(adapter: Any, spec: Any, x: np.ndarray) -> tuple[np.ndarray, str, dict[str, Any]]:
+    """The outputs the artifacts are verified against, their description, and the manifest's ``precision``.
+
+    For a mixed-precision run the reference is the float32 forward of the trained weights (what the artifacts
+    compute); how far the mixed-precision forward is from it is recorded, for information only.
+    """
+    trained = spec.trainer.precision
+    reference = _float32_forward(adapter, spec, x)
+    if trained == "32":
+        return reference, "the trained model's forward (float32)", {"trained": trained, "exported": "float32"}
+    mixed = np.asarray(adapter.predict(x), dtype=np.float64)
+    gap = float(np.abs(mixed - reference.astype(np.float64)).max()) if mixed.shape == reference.shape \
+        and mixed.size else None
+    info = {"trained": trained, "exported": "float32", "mixed_forward_max_abs_diff": gap,
+            "note": f"the artifacts compute in float32 with the float32 master weights; the {trained} forward "
+                    f"differs from them by {gap:.3g} (information, not verified)" if gap is not None else None}
+    return reference, f"float32 forward of the trained weights (trained with {trained})", info
+
+
 def _verify(fmt: str, root: Path, entry: dict[str, Any], probe: np.ndarray, reference: np.ndarray,
             tolerance: float, probe_desc: str) -> dict[str, Any]:
-    runner = load_runner(fmt, root / entry["path"], entry)
     result: dict[str, Any] = {"verified": True, "tolerance": tolerance, "probe": probe_desc, "rows": int(len(probe)),
-                              "runtime": runner.runtime}
+                              "runtime": RUNTIMES[fmt][0] if fmt in RUNTIMES else fmt}
+    try:
+        runner = load_runner(fmt, root / entry["path"], entry)
+    except BackendUnavailableError:
+        raise  # the runtime is not installed: the pip hint (check_formats refuses it before anything runs)
+    except Exception as e:  # noqa: BLE001 - the runtime cannot load what was written (a type mismatch, an op ...)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        result.update(passed=False, max_abs_diff=None, error=f"{result['runtime']} cannot load it: {first}")
+        return result
+    result["runtime"] = runner.runtime
     try:
         got = runner(probe)
     except Exception as e:  # noqa: BLE001 - the runtime cannot run what was written (an op it lacks, a shape ...)

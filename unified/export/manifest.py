@@ -10,10 +10,12 @@ Layout (``manifest_version`` 1)::
      "source": {"run_dir": ..., "name": ..., "backend": "lightning", "keras_backend": null,
                 "spec_hash": "sha256:...", "weights": "final"},
      "versions": {...},
+     "precision": {"trained": "bf16-mixed", "exported": "float32", "mixed_forward_max_abs_diff": 0.004, ...},
      "artifacts": [{"format": "onnx", "path": "model.onnx", "files": ["model.onnx"],
                     "input_name": "inputs", "output_name": "outputs", "exporter": "...", "runtime": "...",
                     "verification": {"verified": true, "passed": true, "max_abs_diff": 1.2e-07,
-                                     "tolerance": 0.0001, "probe": "val split, first 64 rows", "rows": 64}}]}
+                                     "tolerance": 0.0001, "probe": "val split, first 64 rows", "rows": 64,
+                                     "reference": "the trained model's forward (float32)"}}]}
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ def spec_hash(spec: Any) -> str:
 
 
 def build_manifest(*, pre: Any, out_shape: tuple[int, ...], source: dict[str, Any], versions: dict[str, str],
-                   artifacts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest dict for ``artifacts`` exported from one model."""
-    return {
+                   artifacts: list[dict[str, Any]], precision: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The manifest dict for ``artifacts`` exported from one model.
+
+    ``precision``: ``{"trained": "bf16-mixed", "exported": "float32", "mixed_forward_max_abs_diff": ...}`` (the
+    artifacts are float32 graphs of the float32 master weights, whatever precision the run trained in).
+    """
+    out = {
         "manifest_version": MANIFEST_VERSION,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "task": pre.task,
@@ -66,6 +72,9 @@ def build_manifest(*, pre: Any, out_shape: tuple[int, ...], source: dict[str, An
         "versions": versions,
         "artifacts": artifacts,
     }
+    if precision is not None:
+        out["precision"] = precision
+    return out
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
