@@ -1,4 +1,5 @@
-"""``data.num_workers`` processes start before a per-batch source is read (their start-up overlaps it)."""
+"""What keeps an image folder's setup short: ``data.num_workers`` processes start before a per-batch source is
+read (their start-up overlaps it), and PNG sizes come from the IHDR chunk (Pillow for anything else)."""
 
 from __future__ import annotations
 
