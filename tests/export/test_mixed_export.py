@@ -140,3 +140,18 @@ def test_keras_16_mixed_exports_within_tolerance(tmp_path, monkeypatch):
     result = UnifiedTrainer(spec, backend="keras").fit()
     manifest = _check(Path(result.run_dir), ["keras"], "16-mixed")
     assert manifest["source"]["backend"] == "keras"
+
+
+def test_an_artifact_its_runtime_cannot_load_is_a_failed_verification(tmp_path):
+    """Loading an artifact in its runtime is guarded like running it (was: only the call was, and onnxruntime's
+    session creation raised a traceback): a failed verification with one line naming the runtime."""
+    from unified.export.artifacts import _failure, _verify
+
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx model\n")
+    entry = {"format": "onnx", "path": "model.onnx", "input_name": "inputs", "output_name": "outputs"}
+    probe = np.zeros((2, 4), dtype=np.float32)
+    v = _verify("onnx", tmp_path, entry, probe, probe, TOL, "zeros")
+    assert v["passed"] is False and v["max_abs_diff"] is None
+    assert v["error"].startswith("onnxruntime cannot load it: ") and "\n" not in v["error"], v
+    message = _failure({**entry, "verification": v})
+    assert message.startswith("onnx artifact failed verification: onnxruntime cannot load it") and "\n" not in message
