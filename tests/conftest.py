@@ -466,6 +466,40 @@ class TargetRunner:
         return results
 
 
+def run_processes(jobs: Mapping[str, Sequence[str]], *, env: Mapping[str, str], cwd: "str | Path",
+                  timeout: float = 900) -> dict[str, tuple[Optional[int], str, str]]:
+    """Start every job at once (each in its own session), wait for each, killing one that outlives ``timeout``.
+
+    Returns:
+        name -> ``(returncode, stdout, stderr)``; a killed job's stderr ends with a line saying so.
+    """
+    procs = {name: subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=dict(env), cwd=str(cwd), start_new_session=True)
+             for name, cmd in jobs.items()}
+    out: dict[str, tuple[Optional[int], str, str]] = {}
+    try:
+        for name, proc in procs.items():
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+                stderr += f"\n[run_processes: {name} killed after {timeout:.0f}s]"
+            out[name] = (proc.returncode, stdout, stderr)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return out
+
+
+@pytest.fixture(scope="session")
+def processes() -> Any:
+    """:func:`run_processes`, for tests that run several scripts side by side."""
+    return run_processes
+
+
 @pytest.fixture
 def run_target(tmp_path: Path) -> TargetRunner:
     """Train a spec dict on a target (here or in a subprocess); see TargetRunner."""

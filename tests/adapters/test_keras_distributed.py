@@ -21,7 +21,6 @@ import csv
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -120,7 +119,7 @@ def _column(run_dir: Path, key: str) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def runs(tmp_path_factory: pytest.TempPathFactory, processes: Any) -> dict[str, Any]:
     """Start every process at once; wait for all; name -> (returncode, stderr)."""
     root = tmp_path_factory.mktemp("keras_devices")
     for name, spec in SPECS.items():
@@ -136,23 +135,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if importlib.util.find_spec("torch") is not None:
         jobs["torch-refused"] = [sys.executable, "-m", "unified", "run", str(root / "sgd.yaml"), "--keras-backend",
                                  "torch", "--set", "trainer.devices=2", "--run-dir", str(root / "refused")]
-    procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                    cwd=str(ROOT), start_new_session=True)
-             for name, cmd in jobs.items()}
     out: dict[str, Any] = {"root": root}
-    try:
-        for name, proc in procs.items():
-            try:
-                _, stderr = proc.communicate(timeout=900)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, stderr = proc.communicate()
-            out[name] = (proc.returncode, stderr)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+    out.update({name: (code, stderr) for name, (code, _, stderr) in processes(jobs, env=env, cwd=ROOT).items()})
     return out
 
 

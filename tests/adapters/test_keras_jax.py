@@ -18,7 +18,6 @@ import csv
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -89,7 +88,7 @@ def _column(run_dir: Path, key: str) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def runs(tmp_path_factory: pytest.TempPathFactory, processes: Any) -> dict[str, Any]:
     """Start every run at once; wait for all; name -> (returncode, stderr, run directory)."""
     root = tmp_path_factory.mktemp("keras_jax")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
@@ -112,24 +111,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         for name in ("sgd", "acc"):
             jobs[f"{name}-ignite"] = (run + [str(paths[name]), "--backend", "ignite",
                                              "--run-dir", str(root / f"{name}-ignite")], root / f"{name}-ignite")
-    procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                    cwd=str(ROOT), start_new_session=True)
-             for name, (cmd, _) in jobs.items()}
-    out = {}
-    try:
-        for name, proc in procs.items():
-            try:
-                _, stderr = proc.communicate(timeout=900)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, stderr = proc.communicate()
-            out[name] = (proc.returncode, stderr, jobs[name][1])
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    return out
+    done = processes({name: cmd for name, (cmd, _) in jobs.items()}, env=env, cwd=ROOT)
+    return {name: (code, stderr, jobs[name][1]) for name, (code, _, stderr) in done.items()}
 
 
 def _done(runs: dict[str, Any], name: str) -> Path:

@@ -26,7 +26,6 @@ import importlib.util
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -224,7 +223,7 @@ print("RESULT " + json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def results(tmp_path_factory: pytest.TempPathFactory, processes: Any) -> dict[str, Any]:
     """Every backend's checks at once (and 2 replicas on tensorflow / jax): name -> (returncode, stderr, JSON)."""
     root = tmp_path_factory.mktemp("keras_mixed")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
@@ -232,27 +231,14 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env.pop("KERAS_BACKEND", None)
     jobs = {kb: [kb] for kb in BACKENDS}
     jobs.update({f"{kb}-x2": [kb, "2"] for kb in BACKENDS if kb in REPLICATED})
-    procs = {}
-    for name, args in jobs.items():
+    for name in jobs:
         (root / name).mkdir()
-        procs[name] = subprocess.Popen([sys.executable, "-c", SCRIPT, args[0], str(root / name), *args[1:]],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                       cwd=str(ROOT), start_new_session=True)
+    done = processes({name: [sys.executable, "-c", SCRIPT, args[0], str(root / name), *args[1:]]
+                      for name, args in jobs.items()}, env=env, cwd=ROOT)
     out = {}
-    try:
-        for kb, proc in procs.items():
-            try:
-                stdout, stderr = proc.communicate(timeout=900)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                stdout, stderr = proc.communicate()
-            lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-            out[kb] = (proc.returncode, stderr, json.loads(lines[-1][7:]) if lines else None)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+    for name, (code, stdout, stderr) in done.items():
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        out[name] = (code, stderr, json.loads(lines[-1][7:]) if lines else None)
     return out
 
 
