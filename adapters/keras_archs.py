@@ -13,6 +13,10 @@ How the layers map (torch -> Keras):
 - BatchNorm2d -> ``TorchBatchNorm``, a ``BatchNormalization`` with momentum 0.9 (torch's 0.1), epsilon
   1e-5, whose training step updates the moving variance with the unbiased batch variance as torch does
   (Keras's own uses the biased one), and which counts ``num_batches_tracked``.
+- A ReLU after a batch norm, conv or linear layer is that Keras layer's ``activation`` (one layer call
+  instead of two: on the torch backend each Keras layer call costs ~70 us of Python, the same order as
+  the small kernels of the digits CNN), and torch's ``flatten`` of ``C, H, W`` is one ``FlattenCHW`` call
+  (transpose + reshape). The values are those of separate layers, bit for bit.
 - nn.LSTM / nn.GRU -> ``TorchRNN``: ``keras.layers.RNN`` over cells that keep torch's gate order
   (LSTM i, f, g, o; GRU r, z, n with the reset gate applied after the hidden matmul, i.e. Keras's
   ``reset_after=True``) and torch's TWO bias vectors ``b_ih``, ``b_hh``. Keras's LSTM/GRU have one bias
@@ -32,6 +36,7 @@ types alone, so it also works on a model reloaded from a ``.keras`` file.
 from __future__ import annotations
 
 import functools
+import math
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Optional
 
@@ -80,35 +85,61 @@ def _layers(keras: Any) -> SimpleNamespace:
 
     @register
     class TorchBatchNorm(keras.layers.BatchNormalization):
-        """BatchNormalization with torch's training update (unbiased running variance) and batch count."""
+        """BatchNormalization with torch's training update (unbiased running variance) and batch count.
 
-        def __init__(self, **kwargs: Any) -> None:
+        ``activation`` (e.g. ``"relu"``) is applied to the output, so BatchNorm2d -> ReLU is one Keras layer
+        call (each call of a layer costs ~70 us of Python on the torch backend); the values are those of a
+        separate activation layer.
+        """
+
+        def __init__(self, activation: Any = None, **kwargs: Any) -> None:
             kwargs.setdefault("momentum", 1.0 - BN_MOMENTUM)
             kwargs.setdefault("epsilon", NORM_EPS)
             super().__init__(**kwargs)
+            self.activation = None if activation is None else keras.activations.get(activation)
 
         def build(self, input_shape: Any) -> None:
             super().build(input_shape)
             self.num_batches_tracked = self.add_weight(shape=(), dtype="int32", initializer="zeros",
                                                        trainable=False, name="num_batches_tracked")
+            self._norm_axis = self.axis % len(input_shape)
 
         def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
-            if not (training and self.trainable):
-                return super().call(inputs, training=False, mask=mask)
+            if training and self.trainable:
+                out = self._train_forward(inputs)
+            else:
+                out = super().call(inputs, training=False, mask=mask)
+            return out if self.activation is None else self.activation(out)
+
+        def _train_forward(self, inputs: Any) -> Any:
+            """torch's BatchNorm2d in training: normalize with the batch's biased variance, average the
+            unbiased one into the running variance (momentum in torch's convention, see ``__init__``)."""
             x = ops.cast(inputs, "float32")
-            axis = self.axis if self.axis >= 0 else len(x.shape) + self.axis
-            axes = [i for i in range(len(x.shape)) if i != axis]
+            axes = self._reduction_axes
             mean = ops.mean(x, axis=axes)
-            var = ops.var(x, axis=axes)  # biased: what torch normalizes with
-            count = ops.cast(ops.size(x), "float32") / float(x.shape[axis])
-            unbiased = var * count / (count - 1.0)  # what torch's running_var averages
+            # biased, what torch normalizes with. ops.var, not mean((x - mean)^2): on torch it is a Welford pass
+            # accumulating in float64 (~170 us on a 32x8x8x16 batch against ~15 us), but the float32 two-pass
+            # form moves the per-step losses by ulps, enough to part resnet's from torch's by step ~60
+            var = ops.var(x, axis=axes)
+            dims = [x.shape[i] for i in axes]  # samples per channel: a Python number when the shape is known
+            if None in dims:  # (a TensorFlow graph traced for any batch size) else a tensor
+                count = ops.cast(ops.size(x), "float32") / float(x.shape[self._norm_axis])
+            else:
+                count = float(math.prod(dims))
             m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
-            self.moving_variance.assign(self.moving_variance * m + unbiased * (1.0 - m))
+            batch_mean, batch_var = ops.stop_gradient(mean), ops.stop_gradient(var)  # no gradient path needed
+            unbiased = batch_var * count / (count - 1.0)  # what torch's running_var averages
+            moving_mean, moving_var = ops.cast(self.moving_mean, "float32"), ops.cast(self.moving_variance, "float32")
+            self.moving_mean.assign(moving_mean * m + batch_mean * (1.0 - m))
+            self.moving_variance.assign(moving_var * m + unbiased * (1.0 - m))
             self.num_batches_tracked.assign_add(1)
-            out = ops.batch_normalization(x, mean, var, axis=axis, offset=self.beta, scale=self.gamma,
+            out = ops.batch_normalization(x, mean, var, axis=self._norm_axis, offset=self.beta, scale=self.gamma,
                                           epsilon=self.epsilon)
             return ops.cast(out, self.compute_dtype)
+
+        def get_config(self) -> dict[str, Any]:
+            act = None if self.activation is None else keras.activations.serialize(self.activation)
+            return {**super().get_config(), "activation": act}
 
         def torch_variables(self) -> list[tuple[str, Any, Optional[str]]]:
             return [("weight", self.gamma, None), ("bias", self.beta, None),
@@ -255,6 +286,20 @@ def _layers(keras: Any) -> SimpleNamespace:
                     "dropout": self.dropout}
 
     @register
+    class FlattenCHW(keras.layers.Layer):
+        """Flattens channels-last ``N, H, W, C`` in torch's ``C, H, W`` order (what ``nn.Flatten`` sees on NCHW):
+        one layer call for Permute + Flatten."""
+
+        def build(self, input_shape: Any) -> None:
+            self.n_chw = int(np.prod(input_shape[1:]))
+
+        def call(self, x: Any) -> Any:
+            return ops.reshape(ops.transpose(x, (0, 3, 1, 2)), (-1, self.n_chw))
+
+        def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+            return (input_shape[0], int(np.prod(input_shape[1:])))
+
+    @register
     class PositionEmbedding(keras.layers.Layer):
         """Adds learned positions ``weight[:T]`` (``[max_len, d]``, torch's ``nn.Embedding`` layout)."""
 
@@ -280,7 +325,7 @@ def _layers(keras: Any) -> SimpleNamespace:
             return {**super().get_config(), "max_len": self.max_len, "d_model": self.d_model}
 
     return SimpleNamespace(TorchBatchNorm=TorchBatchNorm, TorchRNNCell=TorchRNNCell, TorchRNN=TorchRNN,
-                           TorchAttention=TorchAttention, PositionEmbedding=PositionEmbedding)
+                           TorchAttention=TorchAttention, FlattenCHW=FlattenCHW, PositionEmbedding=PositionEmbedding)
 
 
 def custom_objects(keras: Any) -> dict[str, type]:
@@ -295,19 +340,21 @@ _ZEROS = {"kernel_initializer": "zeros"}  # placeholders: the plan's weights are
 # initializers cost a compile per shape on JAX)
 
 
-def _conv(keras: Any, x: Any, name: str, filters: int, k: int, stride: int, bias: bool) -> Any:
+def _conv(keras: Any, x: Any, name: str, filters: int, k: int, stride: int, bias: bool,
+          activation: Optional[str] = None) -> Any:
     """Conv2D as torch's Conv2d(padding=k // 2): explicit symmetric zero padding where strided.
 
     Keras's ``same`` pads asymmetrically (extra at the bottom/right) when striding an even size, torch
-    pads both sides alike, so a strided conv gets ZeroPadding2D + ``valid``.
+    pads both sides alike, so a strided conv gets ZeroPadding2D + ``valid``. ``activation`` is applied by
+    the Conv2D layer itself (the values of a separate activation layer, one layer call less).
     """
     if stride == 1:
         return keras.layers.Conv2D(filters, k, padding="same", use_bias=bias, data_format=_CL, name=_kname(name),
-                                   **_ZEROS)(x)
+                                   activation=activation, **_ZEROS)(x)
     if k // 2:
         x = keras.layers.ZeroPadding2D(k // 2, data_format=_CL, name=_kname(name) + "_pad")(x)
     return keras.layers.Conv2D(filters, k, strides=stride, padding="valid", use_bias=bias, data_format=_CL,
-                               name=_kname(name), **_ZEROS)(x)
+                               name=_kname(name), activation=activation, **_ZEROS)(x)
 
 
 def _relu(keras: Any, x: Any) -> Any:
@@ -323,34 +370,34 @@ def _cnn(keras: Any, lay: SimpleNamespace, plan: ArchPlan, **_: Any) -> Any:
     p: CNNParams = plan.params
     inp, x = _image_input(keras, plan)
     for i, c in enumerate(p.channels):
-        x = _conv(keras, x, f"conv.{i}", c, p.kernel_size, 1, bias=not p.batch_norm)
+        # conv -> [batch norm] -> relu as two layer calls (conv + relu, or conv + batch norm + relu)
         if p.batch_norm:
-            x = lay.TorchBatchNorm(name=_kname(f"bn.{i}"))(x)
-        x = _relu(keras, x)
+            x = _conv(keras, x, f"conv.{i}", c, p.kernel_size, 1, bias=False)
+            x = lay.TorchBatchNorm(activation="relu", name=_kname(f"bn.{i}"))(x)
+        else:
+            x = _conv(keras, x, f"conv.{i}", c, p.kernel_size, 1, bias=True, activation="relu")
         if p.pool > 1:
             x = keras.layers.MaxPooling2D(p.pool, data_format=_CL)(x)
-    x = keras.layers.Permute((3, 1, 2), name="to_nchw")(x)  # flatten in torch's C, H, W order
-    x = keras.layers.Flatten()(x)
+    x = lay.FlattenCHW(name="flatten_chw")(x)  # flatten in torch's C, H, W order
     n_fc = len(p.hidden) + 1
     for j, width in enumerate([*p.hidden, plan.out_features]):
         if p.dropout > 0:
             x = keras.layers.Dropout(p.dropout)(x)
-        x = keras.layers.Dense(width, name=_kname(f"fc.{j}"), **_ZEROS)(x)
-        if j < n_fc - 1:
-            x = _relu(keras, x)
+        x = keras.layers.Dense(width, activation="relu" if j < n_fc - 1 else None, name=_kname(f"fc.{j}"),
+                               **_ZEROS)(x)
     return keras.Model(inp, x, name="cnn")
 
 
 def _resnet(keras: Any, lay: SimpleNamespace, plan: ArchPlan, **_: Any) -> Any:
     p: ResNetParams = plan.params
     inp, x = _image_input(keras, plan)
-    x = _relu(keras, lay.TorchBatchNorm(name="stem-bn")(_conv(keras, x, "stem.conv", p.width, 3, 1, bias=False)))
+    x = lay.TorchBatchNorm(activation="relu", name="stem-bn")(_conv(keras, x, "stem.conv", p.width, 3, 1, bias=False))
     c_in = p.width
     for s, (c, first_stride) in enumerate(resnet_stages(p)):
         for b in range(resnet_blocks(p.depth)):
             name, stride = f"stages.{s}.{b}", first_stride if b == 0 else 1
             y = _conv(keras, x, f"{name}.conv1", c, 3, stride, bias=False)
-            y = _relu(keras, lay.TorchBatchNorm(name=_kname(f"{name}.bn1"))(y))
+            y = lay.TorchBatchNorm(activation="relu", name=_kname(f"{name}.bn1"))(y)
             y = _conv(keras, y, f"{name}.conv2", c, 3, 1, bias=False)
             y = lay.TorchBatchNorm(name=_kname(f"{name}.bn2"))(y)
             if resnet_projects(c_in, c, stride):
@@ -393,8 +440,8 @@ def _transformer(keras: Any, lay: SimpleNamespace, plan: ArchPlan, **_: Any) -> 
         h = lay.TorchAttention(p.d_model, p.num_heads, p.dropout, name=_kname(f"{n}.self_attn"))(h)
         x = keras.layers.Add()([x, drop(h)])
         h = keras.layers.LayerNormalization(epsilon=NORM_EPS, name=_kname(f"{n}.norm2"))(x)
-        h = keras.layers.Dense(p.dim_feedforward, name=_kname(f"{n}.linear1"), **_ZEROS)(h)
-        h = keras.layers.Activation(p.activation)(h)  # keras.activations.gelu is the exact erf form by default
+        # keras.activations.gelu is the exact erf form by default
+        h = keras.layers.Dense(p.dim_feedforward, activation=p.activation, name=_kname(f"{n}.linear1"), **_ZEROS)(h)
         h = keras.layers.Dense(p.d_model, name=_kname(f"{n}.linear2"), **_ZEROS)(drop(h))
         x = keras.layers.Add()([x, drop(h)])
     x = keras.layers.LayerNormalization(epsilon=NORM_EPS, name="norm")(x)
